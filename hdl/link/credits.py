@@ -1,0 +1,109 @@
+"""Per-virtual-channel credit flow control.
+
+The transmitter holds one :class:`CreditCounter` per VC: how many flits the peer's receive
+buffer for that VC can still take. The receiver holds one :class:`CreditReturn` per VC: how
+many flits have left its buffer and not yet been reported back. Returns ride in sequenced,
+replayed link flits, so a lost flit never loses a credit.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["CreditCounter", "CreditReturn"]
+
+
+class CreditCounter(wiring.Component):
+    """Credits the transmitter holds for one VC of the peer's receive buffer.
+
+    Ports
+    -----
+    fill : In(1)
+        Link (re)start: set the count to ``depth`` (the peer's buffer is empty).
+    consume : In(1)
+        A flit was sent on this VC. Must only be asserted while ``available``.
+    give : In(range(max_give + 1))
+        Credits returned by the peer this cycle.
+    available : Out(1)
+        At least one credit is held.
+    count : Out(range(depth + 1))
+        Credits held.
+    overflow : Out(1)
+        Sticky: the peer returned more credits than its buffer holds (a protocol error).
+    """
+
+    def __init__(self, *, depth: int, max_give: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth!r}")
+        if max_give < 1:
+            raise ValueError(f"max_give must be at least 1, not {max_give!r}")
+        self.depth = depth
+        super().__init__(
+            {
+                "fill": In(1),
+                "consume": In(1),
+                "give": In(range(max_give + 1)),
+                "available": Out(1),
+                "count": Out(range(depth + 1)),
+                "overflow": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        nxt = Signal(range(self.depth + 2 + (1 << len(self.give))))
+        m.d.comb += [
+            self.available.eq(self.count != 0),
+            nxt.eq(self.count + self.give - self.consume),
+        ]
+        with m.If(self.fill):
+            m.d.sync += self.count.eq(self.depth)
+        with m.Elif(nxt > self.depth):
+            m.d.sync += [self.count.eq(self.depth), self.overflow.eq(1)]
+        with m.Else():
+            m.d.sync += self.count.eq(nxt)
+        return m
+
+
+class CreditReturn(wiring.Component):
+    """Credits the receiver owes the peer for one VC.
+
+    Ports
+    -----
+    clear : In(1)
+        Link (re)start: nothing is owed.
+    pop : In(1)
+        A flit left the receive buffer.
+    take : In(1)
+        ``pending`` credits were placed in an outgoing sequenced flit this cycle.
+    pending : Out(field_bits)
+        Credits to place in the next sequenced flit (at most the field's maximum).
+    nonzero : Out(1)
+        Something is owed.
+    """
+
+    def __init__(self, *, depth: int, field_bits: int):
+        self.depth = depth
+        self.field_max = (1 << field_bits) - 1
+        super().__init__(
+            {
+                "clear": In(1),
+                "pop": In(1),
+                "take": In(1),
+                "pending": Out(field_bits),
+                "nonzero": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        owed = Signal(range(self.depth + 1))
+        m.d.comb += [
+            self.pending.eq(Mux(owed > self.field_max, self.field_max, owed)),
+            self.nonzero.eq(owed != 0),
+        ]
+        with m.If(self.clear):
+            m.d.sync += owed.eq(0)
+        with m.Else():
+            m.d.sync += owed.eq(owed - Mux(self.take, self.pending, 0) + self.pop)
+        return m

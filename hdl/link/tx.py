@@ -1,0 +1,224 @@
+"""Link transmitter: VC arbitration under credits, sequencing, replay, CRC, ACK/NAK out."""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from unifab.flit import LinkKind, flit_layout, link_flit_layout
+from unifab.hdl.lib.arbiter import RoundRobin
+from unifab.hdl.link.crc import Crc32c
+from unifab.hdl.link.credits import CreditCounter
+from unifab.hdl.link.replay import ReplayBuffer
+from unifab.params import LinkParams
+
+__all__ = ["LinkTx", "replay_entry_layout"]
+
+
+def replay_entry_layout(params: LinkParams) -> data.StructLayout:
+    """What the replay buffer keeps of a sequenced flit (ACK/NAK are filled in at send time)."""
+    f = params.fabric
+    return data.StructLayout(
+        {
+            "has_flit": 1,
+            "vc": f.vc_bits,
+            "flit": flit_layout(f),
+            "credits": data.ArrayLayout(f.credit_bits, f.vcs),
+        }
+    )
+
+
+class LinkTx(wiring.Component):
+    """Transmit half of a link layer.
+
+    Every cycle one link flit leaves on ``phy``: INIT while the link is down, otherwise the
+    next sequenced (SEQ) flit from the replay buffer, or IDLE. Every flit carries the local
+    receiver's cumulative ACK and, once per request, a NAK.
+
+    Ports
+    -----
+    flits : In(stream(Flit)).array(vcs)
+        Flits to send, one stream per VC; taken only while the link is up, the VC holds a
+        credit and the replay buffer has room.
+    phy : Out(stream(link_bits, always_ready))
+        Link flits to the channel, CRC included; valid every cycle.
+    up : In(1)
+        Link is up (from training). While low, INIT flits are sent.
+    start : In(1)
+        Link (re)start pulse: empty the replay buffer, refill credits.
+    init_seen : In(1)
+        Bit 0 of outgoing INIT flits: the local receiver has seen the peer's INIT.
+    ack_out : In(seq_bits)
+        The local receiver's cumulative ACK (last in-order sequence number received).
+    nak_req : In(1)
+        Pulse: put NAK on the next outgoing flit.
+    peer_ack_valid, peer_ack, peer_nak : In(1), In(seq_bits), In(1)
+        ACK/NAK fields of a good flit from the peer.
+    peer_credits_valid, peer_credits : In(1), In(ArrayLayout(credit_bits, vcs))
+        Credits returned by an accepted SEQ flit from the peer.
+    ret_credits : In(ArrayLayout(credit_bits, vcs))
+        Credits the local receiver owes the peer.
+    ret_pending : In(1)
+        Some credit is owed.
+    ret_take : Out(1)
+        ``ret_credits`` were placed in a SEQ flit this cycle.
+    replays, credit_stalls, seq_flits, data_flits, timeouts : Out(32)
+        Counters: go-back-N rewinds, cycles a VC had a flit but no credit, sequenced flits
+        created, flits with a payload created, ACK timeouts.
+    credit_overflow : Out(1)
+        Sticky: the peer returned more credits than it has buffer.
+    """
+
+    def __init__(self, params: LinkParams):
+        self.params = params
+        f = params.fabric
+        self.link_layout = link_flit_layout(f)
+        credits = data.ArrayLayout(f.credit_bits, f.vcs)
+        super().__init__(
+            {
+                "flits": In(stream.Signature(flit_layout(f))).array(f.vcs),
+                "phy": Out(stream.Signature(self.link_layout.size, always_ready=True)),
+                "up": In(1),
+                "start": In(1),
+                "init_seen": In(1),
+                "ack_out": In(f.seq_bits),
+                "nak_req": In(1),
+                "peer_ack_valid": In(1),
+                "peer_ack": In(f.seq_bits),
+                "peer_nak": In(1),
+                "peer_credits_valid": In(1),
+                "peer_credits": In(credits),
+                "ret_credits": In(credits),
+                "ret_pending": In(1),
+                "ret_take": Out(1),
+                "replays": Out(32),
+                "credit_stalls": Out(32),
+                "seq_flits": Out(32),
+                "data_flits": Out(32),
+                "timeouts": Out(32),
+                "credit_overflow": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        f = p.fabric
+        vcs = f.vcs
+        entry_layout = replay_entry_layout(p)
+
+        m.submodules.replay = replay = ReplayBuffer(
+            depth=p.replay_depth, width=entry_layout.size, seq_bits=f.seq_bits
+        )
+        m.submodules.arbiter = arbiter = RoundRobin(count=vcs)
+        counters = []
+        for v in range(vcs):
+            cc = CreditCounter(depth=p.rx_depth, max_give=(1 << f.credit_bits) - 1)
+            m.submodules[f"credits{v}"] = cc
+            counters.append(cc)
+            m.d.comb += [
+                cc.fill.eq(self.start),
+                cc.give.eq(Mux(self.peer_credits_valid & self.up, self.peer_credits[v], 0)),
+            ]
+        m.d.comb += self.credit_overflow.eq(Cat(cc.overflow for cc in counters).any())
+
+        # ---- Stage A: create sequenced flits -------------------------------------------
+        eligible = Signal(vcs)
+        stalled = Signal(vcs)
+        for v in range(vcs):
+            m.d.comb += [
+                eligible[v].eq(self.flits[v].valid & counters[v].available),
+                stalled[v].eq(self.flits[v].valid & ~counters[v].available),
+            ]
+        can_write = Signal()
+        m.d.comb += [
+            can_write.eq(self.up & ~self.start & replay.wr_ready),
+            arbiter.requests.eq(eligible),
+        ]
+        # Credits owed wait up to `credit_delay` cycles for a data flit to ride on.
+        credit_wait = Signal(range(p.credit_delay + 1))
+        credit_only = Signal()
+        with m.If(~self.ret_pending | self.ret_take):
+            m.d.sync += credit_wait.eq(0)
+        with m.Elif(credit_wait != p.credit_delay):
+            m.d.sync += credit_wait.eq(credit_wait + 1)
+        m.d.comb += credit_only.eq(self.ret_pending & (credit_wait == p.credit_delay))
+
+        entry = Signal(entry_layout)
+        m.d.comb += [entry.credits.eq(self.ret_credits), entry.vc.eq(arbiter.grant)]
+        for v in range(vcs):
+            with m.If(arbiter.grant == v):
+                m.d.comb += entry.flit.eq(self.flits[v].payload)
+        send_data = Signal()
+        m.d.comb += send_data.eq(can_write & arbiter.valid)
+        with m.If(send_data):
+            m.d.comb += [
+                entry.has_flit.eq(1),
+                replay.wr_valid.eq(1),
+                arbiter.advance.eq(1),
+                self.ret_take.eq(1),
+            ]
+            for v in range(vcs):
+                with m.If(arbiter.grant == v):
+                    m.d.comb += [self.flits[v].ready.eq(1), counters[v].consume.eq(1)]
+        with m.Elif(can_write & credit_only):
+            m.d.comb += [replay.wr_valid.eq(1), self.ret_take.eq(1)]
+        m.d.comb += replay.wr_data.eq(entry)
+
+        # ---- ACK / NAK from the peer, ACK timeout -----------------------------------------
+        timer = Signal(range(p.ack_timeout + 1))
+        timeout = Signal()
+        m.d.comb += [
+            replay.restart.eq(self.start),
+            replay.ack_valid.eq(self.up & self.peer_ack_valid),
+            replay.ack_seq.eq(self.peer_ack),
+            timeout.eq(timer == p.ack_timeout),
+            replay.rewind.eq(self.up & ((self.peer_ack_valid & self.peer_nak) | timeout)),
+        ]
+        with m.If(self.start | replay.acked | replay.rewind | (replay.unacked == 0)):
+            m.d.sync += timer.eq(0)
+        with m.Else():
+            m.d.sync += timer.eq(timer + 1)
+
+        # ---- Stage B: choose and register the outgoing link flit --------------------------
+        body = Signal(link_flit_layout(f, with_crc=False))
+        stored = Signal(entry_layout)
+        m.d.comb += stored.eq(replay.rd_data)
+        nak_pending = Signal()
+        with m.If(self.nak_req):
+            m.d.sync += nak_pending.eq(1)
+        m.d.comb += [body.ack.eq(self.ack_out), body.nak.eq(nak_pending & self.up)]
+        with m.If(~self.up):
+            m.d.comb += [body.kind.eq(LinkKind.INIT), body.seq.eq(self.init_seen)]
+            m.d.sync += nak_pending.eq(0)
+        with m.Else():
+            with m.If(replay.rd_valid & ~self.start):
+                m.d.comb += [
+                    body.kind.eq(LinkKind.SEQ),
+                    body.seq.eq(replay.rd_seq),
+                    body.has_flit.eq(stored.has_flit),
+                    body.vc.eq(stored.vc),
+                    body.flit.eq(stored.flit),
+                    body.credits.eq(stored.credits),
+                    replay.rd_next.eq(1),
+                ]
+            with m.Else():
+                m.d.comb += body.kind.eq(LinkKind.IDLE)
+            with m.If(nak_pending & ~self.nak_req):
+                m.d.sync += nak_pending.eq(0)
+
+        m.submodules.crc = crc = Crc32c(width=len(body.as_value()))
+        m.d.comb += crc.data.eq(body)
+        m.d.sync += [self.phy.valid.eq(1), self.phy.payload.eq(Cat(body, crc.crc))]
+
+        # ---- Counters ---------------------------------------------------------------------
+        with m.If(replay.rewind):
+            m.d.sync += self.replays.eq(self.replays + 1)
+        with m.If(self.up & timeout):
+            m.d.sync += self.timeouts.eq(self.timeouts + 1)
+        with m.If(self.up & stalled.any()):
+            m.d.sync += self.credit_stalls.eq(self.credit_stalls + 1)
+        with m.If(replay.wr_valid & replay.wr_ready):
+            m.d.sync += self.seq_flits.eq(self.seq_flits + 1)
+        with m.If(send_data):
+            m.d.sync += self.data_flits.eq(self.data_flits + 1)
+        return m

@@ -1,0 +1,1 @@
+"""unifab: super-node fabric model (Python side)."""

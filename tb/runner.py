@@ -1,0 +1,133 @@
+"""Run a cocotb bench against an Amaranth design on Verilator or Icarus.
+
+The design is converted to Verilog once; simulator builds are cached by a hash of the Verilog
+text, the simulator and the waveform setting, so benches that share a design share a build.
+``SIM`` (``verilator`` default, or ``icarus``) and ``WAVES=1`` come from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from unifab.tools import build_root, prepend_verilator_path
+
+__all__ = ["BenchResult", "run_bench", "selected_sim", "waves_enabled"]
+
+SIMULATORS = ("verilator", "icarus")
+
+
+def selected_sim(sim: str | None = None) -> str:
+    sim = (sim or os.environ.get("SIM") or "verilator").lower()
+    if sim not in SIMULATORS:
+        raise ValueError(f"SIM must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    return sim
+
+
+def waves_enabled(waves: bool | None = None) -> bool:
+    if waves is not None:
+        return waves
+    return os.environ.get("WAVES", "0") not in ("", "0", "false", "no")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Outcome of one cocotb run."""
+
+    tests: int
+    failures: int
+    results_xml: Path
+    waves: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return self.tests > 0 and self.failures == 0
+
+
+def _count_results(xml: Path) -> tuple[int, int]:
+    tests = failures = 0
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        tests += 1
+        if case.find("failure") is not None or case.find("error") is not None:
+            failures += 1
+    return tests, failures
+
+
+def run_bench(
+    *,
+    design,
+    toplevel: str,
+    test_module: str,
+    testcase: str | None = None,
+    env: Mapping[str, str] | None = None,
+    sim: str | None = None,
+    waves: bool | None = None,
+    name: str | None = None,
+) -> BenchResult:
+    """Elaborate ``design`` to Verilog, build it (cached) and run ``test_module``'s tests.
+
+    ``env`` is passed to the cocotb test (bench settings, seeds). Raises ``AssertionError``
+    when a cocotb test fails or none ran, so a pytest runner needs nothing else.
+    """
+    from cocotb_tools.runner import get_runner
+
+    sim = selected_sim(sim)
+    waves = waves_enabled(waves)
+    prepend_verilator_path()
+
+    text = verilog.convert(design, name=toplevel, emit_src=False)
+    digest = hashlib.sha1(f"{sim}:{waves}:{text}".encode()).hexdigest()[:12]
+    build_dir = build_root() / "sim" / f"{toplevel}-{sim}-{digest}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{toplevel}.v"
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+
+    runner = get_runner(sim)
+    build_args: list[str] = []
+    if sim == "icarus":
+        # Under -g2012 Amaranth's `always @*` blocks stay X at time 0.
+        build_args = ["-g2005"]
+    else:
+        build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    runner.build(
+        verilog_sources=[source],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=build_args,
+        timescale=("1ns", "1ps"),
+        waves=waves,
+        always=False,
+    )
+    run_name = name or (testcase or test_module.rsplit(".", 1)[-1])
+    test_dir = build_dir / "runs" / run_name
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results_xml = runner.test(
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        testcase=testcase,
+        test_dir=test_dir,
+        extra_env=dict(env or {}),
+        waves=waves,
+        timescale=("1ns", "1ps"),
+        results_xml=str(test_dir / "results.xml"),
+    )
+    tests, failures = _count_results(Path(results_xml))
+    wave_file = None
+    if waves:
+        found = sorted(list(test_dir.glob("*.vcd")) + list(build_dir.glob("*.fst")))
+        wave_file = found[0] if found else None
+    result = BenchResult(tests, failures, Path(results_xml), wave_file)
+    if not result.ok:
+        raise AssertionError(
+            f"cocotb bench {test_module}"
+            + (f"::{testcase}" if testcase else "")
+            + f" on {sim}: {failures} of {tests} tests failed (see {results_xml})"
+        )
+    return result
