@@ -1,0 +1,176 @@
+"""The ``unifab`` command: benchmarks, regression, Verilog generation.
+
+Every benchmark prints a short human summary and, as its last line, one JSON object with its
+figures, so scripts can take ``tail -n 1``. Errors are one clear line on stderr (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A user mistake, reported as one line."""
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
+
+
+LINK_COLUMNS = (
+    "p_err",
+    "latency",
+    "flits",
+    "goodput",
+    "lost",
+    "duplicated",
+    "reordered",
+    "replays",
+    "crc_errors",
+    "cycles",
+    "sim_cycles_per_s",
+)
+
+
+def _bench_link(args: argparse.Namespace) -> int:
+    from unifab.tb.benches import link_bench
+
+    result = link_bench(
+        flits=args.flits,
+        p_err=args.flit_error_rate,
+        latency=args.latency,
+        burst=args.burst,
+        stall=args.stall,
+        seed=args.seed,
+        sim=args.sim,
+        waves=args.waves or None,
+    )
+    _print_table([result], LINK_COLUMNS)
+    result.pop("counters", None)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _verilog(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    from unifab.hdl.link.layer import LinkLayer
+    from unifab.params import LINK_PRESETS
+
+    tops = {f"link_{name}": (lambda p=p: LinkLayer(p)) for name, p in LINK_PRESETS.items()}
+    names = sorted(tops) if args.all else [args.top]
+    for name in names:
+        if name not in tops:
+            raise UsageError(f"unknown top {name!r}; choose from {', '.join(sorted(tops))}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = out / f"{name}.v"
+        path.write_text(verilog.convert(tops[name](), name=name, emit_src=False))
+        print(f"wrote {path}")
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from unifab.regression import run_regression
+
+    return run_regression(jobs=args.jobs, seed=args.seed, sim=args.sim)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unifab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    link = bench_sub.add_parser(
+        "link",
+        help="two link layers over lossy channels",
+        description="Two link layers joined by lossy channels carrying all VCs at once; "
+        "prints goodput (payload flits per cycle per direction) and the scoreboard's counts.",
+    )
+    link.add_argument(
+        "--flit-error-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability a link flit is corrupted (P/2) or dropped (P/2) (default 0)",
+    )
+    link.add_argument("--latency", type=_positive, default=32, metavar="L",
+                      help="channel latency each way, cycles (default 32, at most 64)")
+    link.add_argument("--flits", type=_positive, default=100_000, metavar="N",
+                      help="flits sent in each direction (default 100000)")
+    link.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
+    link.add_argument("--burst", action="store_true", help="add Gilbert-Elliott error bursts")
+    link.add_argument("--stall", action="store_true", help="add random channel stalls")
+    link.add_argument("--sim", choices=("verilator", "icarus"), default=None,
+                      help="simulator (default: $SIM or verilator)")
+    link.add_argument("--waves", action="store_true", help="dump waveforms")
+    link.set_defaults(func=_bench_link)
+
+    verilog = sub.add_parser("verilog", help="write generated Verilog")
+    verilog.add_argument("--top", default="link_default", help="which top (default link_default)")
+    verilog.add_argument("--all", action="store_true", help="every top")
+    verilog.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    verilog.set_defaults(func=_verilog)
+
+    sim = sub.add_parser("sim", help="the regression: every bench, a summary and a report")
+    sim.add_argument("--jobs", type=_positive, default=2, help="parallel simulations")
+    sim.add_argument("--seed", type=int, default=1, help="base seed")
+    sim.add_argument("--sim", choices=("verilator", "icarus"), default=None)
+    sim.set_defaults(func=_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError) as e:
+        print(f"unifab: error: {e}", file=sys.stderr)
+        return 2
+    except AssertionError as e:
+        print(f"unifab: FAILED: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

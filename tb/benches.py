@@ -1,0 +1,90 @@
+"""Entry points that build a bench top, run its cocotb test and return its figures.
+
+Used by the pytest runners in ``tests/`` and by the ``unifab bench`` command, so a figure in a
+report and a test in CI come from the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from unifab.params import LinkParams
+from unifab.tb.common import BenchSettings
+from unifab.tb.runner import run_bench, selected_sim
+from unifab.tools import build_root
+
+__all__ = ["default_seed", "link_bench"]
+
+
+def default_seed(fallback: int = 1) -> int:
+    """The seed a run uses: ``UNIFAB_SEED`` when set, else ``fallback``."""
+    value = os.environ.get("UNIFAB_SEED", "")
+    return int(value) if value.strip() else fallback
+
+
+def link_bench(
+    *,
+    params: LinkParams | None = None,
+    flits: int = 2000,
+    p_err: float = 0.0,
+    latency: int = 32,
+    burst: bool = False,
+    stall: bool = False,
+    inject: float = 1.0,
+    ready: float = 1.0,
+    reset: bool = False,
+    seed: int = 1,
+    sim: str | None = None,
+    waves: bool | None = None,
+    max_latency: int = 64,
+) -> dict[str, Any]:
+    """Run the lossy link-pair bench and return its result dictionary."""
+    from unifab.tb.tops import LinkPairBench
+
+    if not 0.0 <= p_err <= 1.0:
+        raise ValueError(f"flit error rate must be within [0, 1], not {p_err}")
+    if not 1 <= latency <= max_latency:
+        raise ValueError(f"latency must be 1..{max_latency} cycles, not {latency}")
+    if flits < 1:
+        raise ValueError(f"flits must be positive, not {flits}")
+    params = params or LinkParams()
+    sim = selected_sim(sim)
+    top = LinkPairBench(params, max_latency=max_latency)
+    tag = f"link-{sim}-s{seed}-p{p_err:g}-l{latency}-n{flits}" + (
+        "-burst" * burst + "-stall" * stall + "-reset" * reset
+    )
+    out = build_root() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    result_file = out / f"{tag}.json"
+    result_file.unlink(missing_ok=True)
+    settings = {
+        "seed": seed,
+        "flits": flits,
+        "p_err": p_err,
+        "latency": latency,
+        "burst": burst,
+        "stall": stall,
+        "inject": inject,
+        "ready": ready,
+        "reset": reset,
+        "reset_at": 40 * latency + 500,
+        "vcs": params.fabric.vcs,
+        "flit_bits": top.flit_bits,
+        "watchdog": 8 * params.ack_timeout + 8 * latency + 200,
+        "result_file": str(result_file),
+    }
+    run_bench(
+        design=top,
+        toplevel="link_pair",
+        test_module="unifab.tb.link_bench",
+        env=BenchSettings.to_env(settings),
+        sim=sim,
+        waves=waves,
+        name=tag,
+    )
+    result = json.loads(Path(result_file).read_text())
+    result.update({"sim": sim, "p_err": p_err, "latency": latency})
+    return result

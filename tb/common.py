@@ -1,0 +1,65 @@
+"""Shared bench plumbing: settings from the environment, seeds, clock and reset, fast I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+
+__all__ = ["BenchSettings", "read", "start_clock"]
+
+SETTINGS_ENV = "UNIFAB_BENCH"
+
+
+class BenchSettings:
+    """Settings a pytest runner or the CLI hands to a cocotb bench as JSON in the environment.
+
+    Every random bench draws from ``rng``, seeded with ``seed``; the seed is logged so that a
+    failing run can be repeated with ``UNIFAB_SEED=<seed>``.
+    """
+
+    def __init__(self, values: Mapping[str, Any]):
+        self.values = dict(values)
+        self.seed = int(self.values.get("seed", 1))
+        self.rng = random.Random(self.seed)
+
+    @classmethod
+    def from_env(cls) -> BenchSettings:
+        return cls(json.loads(os.environ.get(SETTINGS_ENV, "{}")))
+
+    @staticmethod
+    def to_env(values: Mapping[str, Any]) -> dict[str, str]:
+        return {SETTINGS_ENV: json.dumps(dict(values))}
+
+    def get(self, name: str, default: Any) -> Any:
+        return self.values.get(name, default)
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        """Write the bench's figures where the runner asked for them (``result_file``)."""
+        path = self.values.get("result_file")
+        if path:
+            with open(path, "w") as f:
+                json.dump(dict(result), f, indent=1, sort_keys=True)
+
+
+def read(handle) -> int:
+    """The unsigned value of a signal; fails loudly on X/Z."""
+    return int(handle.value)
+
+
+async def start_clock(dut, *, cycles_in_reset: int = 4) -> None:
+    """Start a 10 ns clock and pulse the synchronous reset."""
+    Clock(dut.clk, 10, unit="ns").start(start_high=False)
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles_in_reset)
+    dut.rst.value = 0
+
+
+def log_seed(dut, settings: BenchSettings) -> None:
+    cocotb.log.info("seed=%d (repeat with UNIFAB_SEED=%d)", settings.seed, settings.seed)
