@@ -19,7 +19,6 @@ from collections import deque
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
-
 from unifab.models.channel import probability_to_thresh
 from unifab.tb.common import BenchSettings, log_seed, read, start_clock
 
@@ -63,8 +62,10 @@ class Direction:
         self.first_rx = self.last_rx = None
 
     def done(self) -> bool:
-        return not any(self.to_send) and all(o is None for o in self.offer) and not any(
-            self.outstanding
+        return (
+            not any(self.to_send)
+            and all(o is None for o in self.offer)
+            and not any(self.outstanding)
         )
 
     def check(self, v: int, flit: int, cycle: int) -> None:
@@ -106,9 +107,7 @@ class LinkPairTB:
         flits = int(settings.get("flits", 2000))
         self.inject = float(settings.get("inject", 1.0))
         self.ready = float(settings.get("ready", 1.0))
-        self.dirs = {
-            s: Direction(s, self.vcs, flits, self.flit_bits, settings.rng) for s in SIDES
-        }
+        self.dirs = {s: Direction(s, self.vcs, flits, self.flit_bits, settings.rng) for s in SIDES}
         self.cycle = 0
         # From a reset until both sides are up again, flits in flight may be lost.
         self.lossy = False
@@ -221,9 +220,7 @@ class LinkPairTB:
         if self.ready >= 1.0:
             h["rx_ready"].value = (1 << self.vcs) - 1
         else:
-            h["rx_ready"].value = sum(
-                1 << v for v in range(self.vcs) if rng.random() < self.ready
-            )
+            h["rx_ready"].value = sum(1 << v for v in range(self.vcs) if rng.random() < self.ready)
         d.valid = valid
 
     def _sample(self, s: str) -> bool:

@@ -7,6 +7,7 @@ text, the simulator and the waveform setting, so benches that share a design sha
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import xml.etree.ElementTree as ET
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
-
 from unifab.tools import build_root, prepend_verilator_path
 
 __all__ = ["BenchResult", "run_bench", "selected_sim", "waves_enabled"]
@@ -86,31 +86,35 @@ def run_bench(
     build_dir = build_root() / "sim" / f"{toplevel}-{sim}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
-    if not source.exists() or source.read_text() != text:
-        source.write_text(text)
-
     runner = get_runner(sim)
     build_args: list[str] = []
     if sim == "icarus":
         # Under -g2012 Amaranth's `always @*` blocks stay X at time 0.
         build_args = ["-g2005"]
     else:
-        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast",
-                      "--x-initial", "fast"]
+        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
+        build_args += ["--x-assign", "fast", "--x-initial", "fast"]
         # The PyPI wheel's verilated.mk leaves the precompiled-header include flag empty, which
         # breaks split (parallel) C++ builds of larger designs under g++.
-        os.environ["MAKEFLAGS"] = " ".join(
-            f for f in (os.environ.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I=-include") if f
+        pch = "CFG_CXXFLAGS_PCH_I=-include"
+        flags = os.environ.get("MAKEFLAGS", "")
+        if pch not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} {pch}".strip()
+    # Parallel pytest workers and regression jobs may want the same build: one builds, the
+    # others wait for the lock and then reuse it.
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not source.exists() or source.read_text() != text:
+            source.write_text(text)
+        runner.build(
+            sources=[source],
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            always=False,
         )
-    runner.build(
-        sources=[source],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        always=False,
-    )
     run_name = name or (testcase or test_module.rsplit(".", 1)[-1])
     test_dir = build_dir / "runs" / run_name
     test_dir.mkdir(parents=True, exist_ok=True)

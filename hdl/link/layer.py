@@ -3,7 +3,6 @@
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from unifab.flit import flit_layout
 from unifab.hdl.link.credits import CreditReturn
 from unifab.hdl.link.rx import LinkRx
@@ -19,6 +18,7 @@ class PhySignature(wiring.Signature):
 
     def __init__(self, width: int):
         super().__init__({"valid": Out(1), "data": Out(width)})
+
 
 #: Status counters of a link layer, in the order benches and reports list them.
 LINK_COUNTERS = (

@@ -55,10 +55,7 @@ class LinkTraining(wiring.Component):
             go = Signal()
             m.d.comb += go.eq(
                 self.drained
-                & (
-                    (self.got_init & self.got_init_seen)
-                    | (self.init_seen & self.got_other)
-                )
+                & ((self.got_init & self.got_init_seen) | (self.init_seen & self.got_other))
             )
             with m.If(go):
                 m.d.comb += self.start.eq(1)

@@ -133,15 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="probability a link flit is corrupted (P/2) or dropped (P/2) (default 0)",
     )
-    link.add_argument("--latency", type=_positive, default=32, metavar="L",
-                      help="channel latency each way, cycles (default 32, at most 64)")
-    link.add_argument("--flits", type=_positive, default=100_000, metavar="N",
-                      help="flits sent in each direction (default 100000)")
+    link.add_argument(
+        "--latency",
+        type=_positive,
+        default=32,
+        metavar="L",
+        help="channel latency each way, cycles (default 32, at most 64)",
+    )
+    link.add_argument(
+        "--flits",
+        type=_positive,
+        default=100_000,
+        metavar="N",
+        help="flits sent in each direction (default 100000)",
+    )
     link.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
     link.add_argument("--burst", action="store_true", help="add Gilbert-Elliott error bursts")
     link.add_argument("--stall", action="store_true", help="add random channel stalls")
-    link.add_argument("--sim", choices=("verilator", "icarus"), default=None,
-                      help="simulator (default: $SIM or verilator)")
+    link.add_argument(
+        "--sim",
+        choices=("verilator", "icarus"),
+        default=None,
+        help="simulator (default: $SIM or verilator)",
+    )
     link.add_argument("--waves", action="store_true", help="dump waveforms")
     link.set_defaults(func=_bench_link)
 

@@ -18,8 +18,6 @@ The codec in :mod:`unifab.codec` range-checks every field before it is packed: A
 ``Const`` and ``Layout.const`` truncate silently.
 """
 
-
-
 from dataclasses import dataclass
 
 from amaranth.hdl import unsigned
@@ -30,6 +28,9 @@ __all__ = [
     "ATOMIC_OPCODES",
     "HEADER_BITS",
     "LINE_BYTES",
+    "LINE_DATA_OPCODES",
+    "NODE_BITS",
+    "TAG_BITS",
     "CacheState",
     "ErrorCode",
     "FabricParams",
@@ -37,6 +38,7 @@ __all__ = [
     "LinkKind",
     "MsgClass",
     "Opcode",
+    "beat_layout",
     "data_beats",
     "flit_layout",
     "link_flit_layout",

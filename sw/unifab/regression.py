@@ -1,0 +1,158 @@
+"""``make sim`` / ``unifab sim``: the regression at full sizes, a summary table and a report.
+
+Each case is an independent, seeded simulation; cases run ``jobs`` at a time (each simulator
+is its own process). Results land in ``build/report/results.json`` and
+``build/report/report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from unifab.tools import build_root
+
+__all__ = ["Case", "regression_cases", "run_regression"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One regression point: a bench, its settings and the checks its figures must pass."""
+
+    name: str
+    bench: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    # (description, predicate on the result); a failed predicate fails the regression.
+    checks: tuple[tuple[str, Callable[[dict], bool]], ...] = ()
+
+
+def _no_loss(r: dict) -> bool:
+    return r["lost"] == 0 and r["duplicated"] == 0 and r["reordered"] == 0
+
+
+def regression_cases(seed: int) -> list[Case]:
+    """The full-size regression."""
+    return [
+        Case(
+            "link clean L=32",
+            "link",
+            dict(p_err=0.0, latency=32, flits=100_000, seed=seed),
+            (("goodput >= 0.97", lambda r: r["goodput"] >= 0.97), ("no loss", _no_loss)),
+        ),
+        Case(
+            "link P=1e-3 L=32",
+            "link",
+            dict(p_err=1e-3, latency=32, flits=100_000, seed=seed + 1),
+            (("goodput >= 0.90", lambda r: r["goodput"] >= 0.90), ("no loss", _no_loss)),
+        ),
+        Case(
+            "link P=1e-2 L=32",
+            "link",
+            dict(p_err=1e-2, latency=32, flits=100_000, seed=seed + 2),
+            (("no loss", _no_loss),),
+        ),
+        Case(
+            "link bursts+stalls",
+            "link",
+            dict(p_err=2e-3, latency=16, flits=50_000, burst=True, stall=True, seed=seed + 3),
+            (("no loss", _no_loss),),
+        ),
+        Case(
+            "link back-pressure",
+            "link",
+            dict(p_err=5e-3, latency=32, flits=50_000, inject=0.8, ready=0.5, seed=seed + 4),
+            (("no loss", _no_loss),),
+        ),
+        Case(
+            "link reset recovery",
+            "link",
+            dict(p_err=1e-3, latency=16, flits=20_000, reset=True, seed=seed + 5),
+            (("link went down and recovered", lambda r: r["downs"] >= 1),),
+        ),
+    ]
+
+
+def _run_case(case: Case, sim: str | None) -> dict:
+    if case.bench == "link":
+        from unifab.tb.benches import link_bench
+
+        return link_bench(sim=sim, **case.settings)
+    raise ValueError(f"unknown bench {case.bench!r}")
+
+
+def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> int:
+    """Run every case, print a summary, write the report; 0 when every check passed."""
+    cases = regression_cases(seed)
+    out = build_root() / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"unifab regression: {len(cases)} cases, {jobs} at a time, base seed {seed}")
+    results: dict[str, dict] = {}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_run_case, c, sim): c for c in cases}
+        for n, fut in enumerate(as_completed(futures), 1):
+            case = futures[fut]
+            try:
+                r = fut.result()
+                failed = [d for d, pred in case.checks if not pred(r)]
+                r["checks"] = {d: d not in failed for d, _ in case.checks}
+                r["status"] = "FAIL" if failed else "pass"
+            except AssertionError as e:
+                r = {"status": "FAIL", "error": str(e)}
+            results[case.name] = r
+            print(f"[{n}/{len(cases)}] {r['status']:4}  {case.name}", flush=True)
+    elapsed = time.perf_counter() - start
+
+    cols = (
+        "goodput",
+        "flits",
+        "lost",
+        "duplicated",
+        "reordered",
+        "replays",
+        "crc_errors",
+        "cycles",
+        "sim_cycles_per_s",
+    )
+    lines = ["| case | status | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for case in cases:
+        r = results[case.name]
+        cells = [_fmt(r.get(c, "")) for c in cols]
+        lines.append(f"| {case.name} | {r['status']} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print()
+    print(table)
+    failed = [name for name, r in results.items() if r["status"] != "pass"]
+    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({elapsed:.0f} s)")
+
+    payload = {name: {k: v for k, v in r.items() if k != "counters"} for name, r in results.items()}
+    (out / "results.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
+    report = [
+        "# unifab regression report",
+        "",
+        f"Command: `make sim` (or `unifab sim --seed {seed} --jobs {jobs}`), "
+        f"simulator {sim or 'verilator'}, {elapsed:.0f} s wall.",
+        "",
+        "## Link layer (two link layers over lossy channels, all VCs at once)",
+        "",
+        "Goodput is payload flits per cycle per direction; lost/duplicated/reordered come from "
+        "the per-VC ordered scoreboard.",
+        "",
+        table,
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(report))
+    print(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
+    for name in failed:
+        print(f"FAILED: {name}: {results[name].get('error') or results[name]['checks']}")
+    return 1 if failed else 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
