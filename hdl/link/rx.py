@@ -103,7 +103,10 @@ class LinkRx(wiring.Component):
 
         fifos = []
         for v in range(f.vcs):
-            fifo = SyncFIFOBuffered(width=flit_layout(f).size, depth=p.rx_depth)
+            # SyncFIFOBuffered(depth=2) refuses a second entry while its first one moves to the
+            # output register (w_rdy low at level 1), so rx_depth=2 raised false overflows and
+            # NAKs on back-to-back flits. Give it a spare slot; `room` below bounds the level.
+            fifo = SyncFIFOBuffered(width=flit_layout(f).size, depth=max(p.rx_depth, 3))
             m.submodules[f"buffer{v}"] = fifo
             fifos.append(fifo)
             m.d.comb += [
@@ -134,7 +137,7 @@ class LinkRx(wiring.Component):
         ]
         for v in range(f.vcs):
             with m.If(raw.vc == v):
-                m.d.comb += room.eq(fifos[v].w_rdy)
+                m.d.comb += room.eq(fifos[v].level < p.rx_depth)
 
         want_nak = Signal()
         with m.If(is_seq & in_order):

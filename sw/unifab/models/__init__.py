@@ -1,0 +1,1 @@
+"""Cycle-exact Python golden models of unifab RTL blocks."""
