@@ -16,7 +16,7 @@ from unifab.tb.common import BenchSettings
 from unifab.tb.runner import run_bench, selected_sim
 from unifab.tools import build_root
 
-__all__ = ["default_seed", "link_bench"]
+__all__ = ["default_seed", "link_bench", "switch_bench", "switch_bench_config"]
 
 
 def default_seed(fallback: int = 1) -> int:
@@ -87,4 +87,98 @@ def link_bench(
     )
     result = json.loads(Path(result_file).read_text())
     result.update({"sim": sim, "p_err": p_err, "latency": latency})
+    return result
+
+
+def switch_bench_config(ports: int):
+    """The bench's switch tables: node ``i`` at port ``i``, every port an edge port, the
+    bench address map, and a protected window nobody may touch."""
+    from unifab.switch_config import AccessRule, SwitchConfig
+    from unifab.tb.switch_bench import AddressMap
+
+    amap = AddressMap(ports)
+    base, size = amap.protected
+    return SwitchConfig(
+        node_id=0xF0,
+        routes={i: i for i in range(ports)},
+        edge_ports=frozenset(range(ports)),
+        ranges=amap.ranges(),
+        rules=(
+            AccessRule(
+                src_lo=0, src_hi=255, base=base, size=size, read=False, write=False, atomic=False
+            ),
+        ),
+    )
+
+
+def switch_bench(
+    *,
+    ports: int = 8,
+    vcs: int = 4,
+    allocator: str = "islip",
+    pattern: str = "uniform",
+    mix: str = "single",
+    loads: tuple[float, ...] = (0.1, 0.5, 0.9, 1.0),
+    warmup: int = 1024,
+    measure: int = 4096,
+    bp: float = 0.0,
+    bad: float = 0.0,
+    seed: int = 1,
+    batch: int = 256,
+    sim: str | None = None,
+    waves: bool | None = None,
+    params=None,
+) -> dict[str, Any]:
+    """Run the switch bench over offered loads; returns points and counters."""
+    from unifab.flit import FabricParams
+    from unifab.switch_config import SwitchParams
+    from unifab.tb.switch_top import SwitchBench, entry_bytes
+
+    params = params or SwitchParams(fabric=FabricParams(vcs=vcs), ports=ports, allocator=allocator)
+    config = switch_bench_config(params.ports)
+    sim = selected_sim(sim)
+    top = SwitchBench(params, config, batch=batch)
+    tag = (
+        f"switch-{sim}-n{params.ports}-{params.allocator}-{pattern}-{mix}-s{seed}"
+        f"-bp{bp:g}-bad{bad:g}-{len(loads)}pts"
+    )
+    out = build_root() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    result_file = out / f"{tag}.json"
+    result_file.unlink(missing_ok=True)
+    settings = {
+        "seed": seed,
+        "ports": params.ports,
+        "vcs": params.vcs,
+        "batch": batch,
+        "entry_bytes": entry_bytes(params),
+        "pattern": pattern,
+        "mix": mix,
+        "loads": list(loads),
+        "warmup": warmup,
+        "measure": measure,
+        "bp": bp,
+        "bad": bad,
+        "node_id": config.node_id,
+        "result_file": str(result_file),
+    }
+    run_bench(
+        design=top,
+        toplevel="switch_bench",
+        test_module="unifab.tb.switch_bench",
+        env=BenchSettings.to_env(settings),
+        sim=sim,
+        waves=waves,
+        name=tag,
+    )
+    result = json.loads(Path(result_file).read_text())
+    result.update(
+        {
+            "sim": sim,
+            "ports": params.ports,
+            "pattern": pattern,
+            "allocator": params.allocator,
+            "mix": mix,
+        }
+    )
     return result

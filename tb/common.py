@@ -63,3 +63,13 @@ async def start_clock(dut, *, cycles_in_reset: int = 4) -> None:
 
 def log_seed(dut, settings: BenchSettings) -> None:
     cocotb.log.info("seed=%d (repeat with UNIFAB_SEED=%d)", settings.seed, settings.seed)
+
+
+def read_wide(handle) -> int:
+    """Value of a wide vector in one simulator call (fails on X/Z like :func:`read`)."""
+    return int(handle._handle.get_signal_val_binstr(), 2)
+
+
+def write_wide(handle, value: int, width: int) -> None:
+    """Deposit a wide vector in one simulator call (binary string, MSB first)."""
+    handle._handle.set_signal_val_binstr(0, format(value, f"0{width}b"))

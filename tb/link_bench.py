@@ -19,6 +19,7 @@ from collections import deque
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+
 from unifab.models.channel import probability_to_thresh
 from unifab.tb.common import BenchSettings, log_seed, read, start_clock
 

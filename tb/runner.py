@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
+
 from unifab.tools import build_root, prepend_verilator_path
 
 __all__ = ["BenchResult", "run_bench", "selected_sim", "waves_enabled"]

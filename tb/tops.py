@@ -8,6 +8,7 @@ a port in one call. Nothing here imports cocotb.
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from unifab.flit import flit_layout
 from unifab.hdl.link.channel import LossyChannel
 from unifab.hdl.link.layer import LINK_COUNTERS, LinkLayer

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from unifab.codec import (
     MAX_SIZE,
     NO_FLIT,

@@ -9,6 +9,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
+
 from unifab.codec import (
     FieldSpan,
     Flit,

@@ -5,6 +5,7 @@ repeated with it. Both simulators run the same bench; Icarus with fewer flits (i
 """
 
 import pytest
+
 from unifab.tb.benches import default_seed, link_bench
 
 CASES = {

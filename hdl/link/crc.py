@@ -7,6 +7,7 @@ a constant XOR the parity of a fixed subset of input bits: one XOR tree per bit,
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
 from unifab.crc import crc32c_columns
 
 __all__ = ["Crc32c"]

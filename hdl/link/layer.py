@@ -3,6 +3,7 @@
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from unifab.flit import flit_layout
 from unifab.hdl.link.credits import CreditReturn
 from unifab.hdl.link.rx import LinkRx

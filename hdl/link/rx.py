@@ -4,6 +4,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
 from unifab.flit import LinkKind, flit_layout, link_flit_layout
 from unifab.hdl.link.crc import Crc32c
 from unifab.params import LinkParams

@@ -3,6 +3,7 @@
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from unifab.flit import LinkKind, flit_layout, link_flit_layout
 from unifab.hdl.lib.arbiter import RoundRobin
 from unifab.hdl.link.crc import Crc32c

@@ -86,6 +86,83 @@ def _bench_link(args: argparse.Namespace) -> int:
     return 0
 
 
+SWITCH_COLUMNS = (
+    "offered",
+    "throughput",
+    "latency_mean",
+    "latency_p50",
+    "latency_p99",
+    "latency_max",
+    "messages",
+    "sim_cycles_per_s",
+)
+
+
+def _loads(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of loads: {text!r}") from None
+    if not values or any(not 0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"loads must be in (0, 1], not {text!r}")
+    return values
+
+
+def switch_summary(result: dict) -> dict:
+    """The headline figures of a switch sweep (the points must include 0.01, 0.8 and 1.0)."""
+    by_load = {round(p["offered"], 4): p for p in result["points"]}
+    measured = [p for p in result["points"] if p["offered"] > 0.011]
+    wall_cycles = sum(p["cycles"] for p in measured)
+    wall_s = sum(p["cycles"] / p["sim_cycles_per_s"] for p in measured if p["sim_cycles_per_s"])
+    return {
+        "ports": result["ports"],
+        "pattern": result["pattern"],
+        "allocator": result["allocator"],
+        "mix": result["mix"],
+        "saturation_throughput": by_load[1.0]["throughput"],
+        "zero_load_latency": by_load[0.01]["latency_mean"],
+        "latency_at_0_8": by_load[0.8]["latency_mean"] if 0.8 in by_load else None,
+        "points": result["points"],
+        "sim_cycles_per_s": wall_cycles / wall_s if wall_s else 0.0,
+        "seed": result["seed"],
+        "sim": result["sim"],
+    }
+
+
+def _bench_switch(args: argparse.Namespace) -> int:
+    from unifab.plots import plot_load_sweep
+    from unifab.tb.benches import switch_bench
+    from unifab.tools import build_root
+
+    loads = tuple(sorted(set(args.loads) | {0.01, 1.0}))
+    result = switch_bench(
+        ports=args.ports,
+        vcs=args.vcs,
+        allocator=args.allocator,
+        pattern=args.pattern,
+        mix=args.mix,
+        loads=loads,
+        measure=args.measure,
+        bp=args.bp,
+        seed=args.seed,
+        sim=args.sim,
+        waves=args.waves or None,
+    )
+    summary = switch_summary(result)
+    _print_table(result["points"], SWITCH_COLUMNS)
+    plot = args.plot or str(
+        build_root() / "plots" / f"switch-{args.ports}p-{args.allocator}-{args.pattern}.png"
+    )
+    plot_load_sweep(
+        {f"{args.ports} ports {args.allocator}": result["points"]},
+        plot,
+        title=f"switch, {args.ports} ports, {args.pattern}, {args.mix} traffic",
+    )
+    print(f"plot: {plot}")
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
 def _verilog(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -158,6 +235,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     link.add_argument("--waves", action="store_true", help="dump waveforms")
     link.set_defaults(func=_bench_link)
+
+    from unifab.switch_config import ALLOCATORS
+    from unifab.traffic import CLASS_MIXES, PATTERNS
+
+    switch = bench_sub.add_parser(
+        "switch",
+        help="offered-load sweep of one switch",
+        description="Sweeps offered load on one switch with Python traffic generators and "
+        "scoreboards; prints a table, writes a throughput/latency plot and, last, a JSON line.",
+    )
+    switch.add_argument("--ports", type=_positive, default=8, metavar="N", help="ports (4..16)")
+    switch.add_argument("--vcs", type=_positive, default=4, metavar="V", help="VCs per port")
+    switch.add_argument("--pattern", choices=PATTERNS, default="uniform")
+    switch.add_argument(
+        "--mix",
+        choices=tuple(CLASS_MIXES),
+        default="single",
+        help="message classes and lengths (default: single-flit)",
+    )
+    switch.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="islip",
+        help="islip or wavefront (virtual output queues), or fifo (reference)",
+    )
+    switch.add_argument(
+        "--loads",
+        type=_loads,
+        default=_loads("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"),
+        help="offered loads, flits/cycle/port (0.01 and 1.0 are always added)",
+    )
+    switch.add_argument(
+        "--measure",
+        type=_positive,
+        default=8192,
+        metavar="CYCLES",
+        help="measured cycles per load point (default 8192)",
+    )
+    switch.add_argument(
+        "--bp",
+        type=_probability,
+        default=0.0,
+        help="probability an output withholds credits each cycle (default 0)",
+    )
+    switch.add_argument("--seed", type=int, default=1, metavar="S")
+    switch.add_argument("--sim", choices=("verilator", "icarus"), default=None)
+    switch.add_argument("--plot", default=None, help="PNG path (default build/plots/...)")
+    switch.add_argument("--waves", action="store_true", help="dump waveforms")
+    switch.set_defaults(func=_bench_switch)
 
     verilog = sub.add_parser("verilog", help="write generated Verilog")
     verilog.add_argument("--top", default="link_default", help="which top (default link_default)")
