@@ -46,7 +46,7 @@ class SwitchParams:
 
     fabric: FabricParams = field(default_factory=FabricParams)
     ports: int = 8
-    buffer_depth: int = 4
+    buffer_depth: int = 8
     downstream_depth: int = 4
     allocator: str = "islip"
     islip_iterations: int = 2

@@ -1,0 +1,155 @@
+"""The fabric port: how switches, link layers and agents pass flits to each other.
+
+One flit per cycle on any of ``vcs`` virtual channels, under credit flow control: the sender
+starts with as many credits per VC as the receiver has buffer for that VC, spends one per flit
+and gets one back for every ``credit`` pulse. There is no ``ready``: a receiver must take
+every flit, so both directions can be registered and pipelined freely.
+"""
+
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from unifab.flit import FabricParams, flit_layout
+from unifab.hdl.lib.arbiter import RoundRobin
+
+__all__ = ["FabricLink", "FabricToStreams", "StreamsToFabric"]
+
+
+class FabricLink(wiring.Signature):
+    """One direction of a fabric port, from the sender's side.
+
+    Members
+    -------
+    valid : Out(1)
+        A flit is on ``vc``/``flit`` this cycle.
+    vc : Out(vc_bits)
+        Its virtual channel.
+    flit : Out(flit_layout)
+        The flit (head, tail, payload).
+    credit : In(vcs)
+        Receiver → sender: one credit returned for each set bit.
+    """
+
+    def __init__(self, fabric: FabricParams):
+        self.fabric = fabric
+        super().__init__(
+            {
+                "valid": Out(1),
+                "vc": Out(fabric.vc_bits),
+                "flit": Out(flit_layout(fabric)),
+                "credit": In(fabric.vcs),
+            }
+        )
+
+    def __eq__(self, other):
+        return isinstance(other, FabricLink) and self.fabric == other.fabric
+
+    def __hash__(self):
+        return hash(self.fabric)
+
+
+class FabricToStreams(wiring.Component):
+    """Receive side adapter: a fabric port into per-VC valid/ready streams.
+
+    Holds ``depth`` flits per VC and returns a credit each time one leaves. The sender must
+    start with ``depth`` credits per VC.
+
+    Ports
+    -----
+    port : In(FabricLink)
+        Flits arriving under credits.
+    streams : Out(stream(Flit)).array(vcs)
+        The same flits, one stream per VC.
+    overflow : Out(1)
+        Sticky: a flit arrived for a full VC buffer (the sender broke the credit rule).
+    """
+
+    def __init__(self, fabric: FabricParams, *, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth!r}")
+        self.fabric, self.depth = fabric, depth
+        super().__init__(
+            {
+                "port": In(FabricLink(fabric)),
+                "streams": Out(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
+                "overflow": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        f = self.fabric
+        for v in range(f.vcs):
+            # Unbuffered: w_rdy is exactly "fewer than depth flits held", as credits assume.
+            fifo = SyncFIFO(width=flit_layout(f).size, depth=self.depth)
+            m.submodules[f"vc{v}"] = fifo
+            arrive = Signal(name=f"arrive{v}")
+            m.d.comb += [
+                arrive.eq(self.port.valid & (self.port.vc == v)),
+                fifo.w_en.eq(arrive),
+                fifo.w_data.eq(self.port.flit),
+                self.streams[v].valid.eq(fifo.r_rdy),
+                self.streams[v].payload.eq(fifo.r_data),
+                fifo.r_en.eq(self.streams[v].ready),
+                self.port.credit[v].eq(fifo.r_rdy & self.streams[v].ready),
+            ]
+            with m.If(arrive & ~fifo.w_rdy):
+                m.d.sync += self.overflow.eq(1)
+        return m
+
+
+class StreamsToFabric(wiring.Component):
+    """Send side adapter: per-VC valid/ready streams onto a fabric port.
+
+    Keeps one credit counter per VC (starting at ``credits``, the receiver's buffer depth) and
+    sends, round-robin, from the VCs that have both a flit and a credit. The output is
+    registered.
+
+    Ports
+    -----
+    streams : In(stream(Flit)).array(vcs)
+        Flits to send, one stream per VC.
+    port : Out(FabricLink)
+        The fabric port.
+    """
+
+    def __init__(self, fabric: FabricParams, *, credits: int):
+        if credits < 1:
+            raise ValueError(f"credits must be at least 1, not {credits!r}")
+        self.fabric, self.credits = fabric, credits
+        super().__init__(
+            {
+                "streams": In(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
+                "port": Out(FabricLink(fabric)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        f = self.fabric
+        m.submodules.arbiter = arbiter = RoundRobin(count=f.vcs)
+        count = [
+            Signal(range(self.credits + 1), init=self.credits, name=f"credits{v}")
+            for v in range(f.vcs)
+        ]
+        m.d.comb += arbiter.requests.eq(
+            Cat(self.streams[v].valid & (count[v] != 0) for v in range(f.vcs))
+        )
+        chosen = Signal(flit_layout(f))
+        for v in range(f.vcs):
+            with m.If(arbiter.grant == v):
+                m.d.comb += chosen.eq(self.streams[v].payload)
+        m.d.sync += self.port.valid.eq(arbiter.valid)
+        with m.If(arbiter.valid):
+            m.d.comb += arbiter.advance.eq(1)
+            m.d.sync += [self.port.vc.eq(arbiter.grant), self.port.flit.eq(chosen)]
+        for v in range(f.vcs):
+            sent = Signal(name=f"sent{v}")
+            m.d.comb += [
+                sent.eq(arbiter.valid & (arbiter.grant == v)),
+                self.streams[v].ready.eq(sent),
+            ]
+            m.d.sync += count[v].eq(count[v] - sent + self.port.credit[v])
+        return m

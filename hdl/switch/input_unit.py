@@ -1,0 +1,203 @@
+"""Switch input unit: route compute on head flits and per-VC virtual output queues."""
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from unifab.flit import HEADER_BITS, ErrorCode, flit_layout
+from unifab.hdl.lib.arbiter import RoundRobin
+from unifab.hdl.lib.port import FabricLink
+from unifab.hdl.switch.route import RouteCompute
+from unifab.hdl.switch.tables import route_entry_layout, tables_layout
+from unifab.switch_config import SwitchParams
+
+__all__ = ["INPUT_COUNTERS", "InputUnit"]
+
+#: Counters of an input unit (the per-class flit counts are ``flits_in0..3``).
+INPUT_COUNTERS = (
+    "flits_in0",
+    "flits_in1",
+    "flits_in2",
+    "flits_in3",
+    "decode_errors",
+    "denied",
+    "malformed",
+    "dropped",
+)
+
+
+class InputUnit(wiring.Component):
+    """Input unit of switch port ``port``.
+
+    Every arriving head flit goes through :class:`RouteCompute`; the message's flits are
+    queued by (VC, output) — *virtual output queues*, so a flit for a busy output never blocks
+    one for an idle output (with ``allocator="fifo"`` there is one queue per VC instead: the
+    head-of-line-blocked reference). Each queue holds ``buffer_depth`` flits, the credits the
+    upstream sender has per VC, so no arrival is ever refused.
+
+    Ports
+    -----
+    inp : In(FabricLink)
+        Flits from upstream; a credit goes back when a flit leaves its queue.
+    tables : In(tables_layout)
+        The switch's routing tables.
+    route_node, route : Out(8), In(route_entry_layout)
+        This unit's lookup port into the node table.
+    requests : Out(n_out)
+        To the allocator: some queued flit for output ``o`` may leave now (its output VC has a
+        credit and is free, or held by this input's message).
+    credit_blocked : Out(n_out)
+        Some queued flit for output ``o`` waits only for a credit (for the output's
+        ``credit_stalls`` counter).
+    grant : In(n_out)
+        From the allocator: one-hot output this input sends to this cycle.
+    credit_ok, may_head, may_body : In(ArrayLayout(vcs, n_out))
+        Per output and VC: a credit is held; a new message may start; this input owns the VC.
+    out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
+        To the crossbar: the flit leaving this cycle.
+    <counter> : Out(32)
+        :data:`INPUT_COUNTERS`.
+    """
+
+    def __init__(self, params: SwitchParams, *, port: int):
+        self.params, self.port = params, port
+        f = params.fabric
+        self.n_out = params.ports + 1
+        per_out = data.ArrayLayout(f.vcs, self.n_out)
+        members = {
+            "inp": In(FabricLink(f)),
+            "tables": In(tables_layout(params)),
+            "route_node": Out(8),
+            "route": In(route_entry_layout),
+            "requests": Out(self.n_out),
+            "credit_blocked": Out(self.n_out),
+            "grant": In(self.n_out),
+            "credit_ok": In(per_out),
+            "may_head": In(per_out),
+            "may_body": In(per_out),
+            "out_valid": Out(1),
+            "out_vc": Out(f.vc_bits),
+            "out_flit": Out(flit_layout(f)),
+        }
+        members.update({name: Out(32) for name in INPUT_COUNTERS})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        f = p.fabric
+        vcs, n_out = f.vcs, self.n_out
+        voq = p.allocator != "fifo"
+        flit = flit_layout(f)
+
+        # ---- Arrival: route compute, header rewrite, enqueue ---------------------------
+        m.submodules.route = rc = RouteCompute(p, port=self.port)
+        arriving = self.inp.flit
+        m.d.comb += [
+            rc.tables.eq(self.tables),
+            self.route_node.eq(rc.route_node),
+            rc.route.eq(self.route),
+            rc.vc.eq(self.inp.vc),
+            rc.header.eq(arriving.payload[:HEADER_BITS]),
+        ]
+        # Body flits follow the output their head flit chose on the same VC.
+        route = Array(Signal(range(n_out), name=f"route{v}") for v in range(vcs))
+        target = Signal(range(n_out))
+        stored = Signal(flit)
+        m.d.comb += stored.eq(arriving)
+        with m.If(arriving.head):
+            m.d.comb += [target.eq(rc.out_port), stored.payload[:HEADER_BITS].eq(rc.header_out)]
+            with m.If(self.inp.valid):
+                m.d.sync += route[self.inp.vc].eq(rc.out_port)
+        with m.Else():
+            m.d.comb += target.eq(route[self.inp.vc])
+
+        # queues[v][o] (VOQ) or queues[v][0] holding (output, flit) (FIFO reference).
+        entry = data.StructLayout({"out": range(n_out), "flit": flit}) if not voq else flit
+        queues = []
+        for v in range(vcs):
+            row = []
+            for o in range(n_out if voq else 1):
+                q = SyncFIFO(width=Shape.cast(entry).width, depth=p.buffer_depth)
+                m.submodules[f"q{v}_{o}"] = q
+                row.append(q)
+                write = self.inp.valid & (self.inp.vc == v)
+                if voq:
+                    m.d.comb += [q.w_en.eq(write & (target == o)), q.w_data.eq(stored)]
+                else:
+                    m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(target, stored))]
+            queues.append(row)
+
+        # ---- Eligibility and requests ------------------------------------------------------
+        # cand[o] bit v: the head of VC v's queue for output o may leave now.
+        cand = [Signal(vcs, name=f"cand{o}") for o in range(n_out)]
+        blocked = [Signal(vcs, name=f"blocked{o}") for o in range(n_out)]
+        heads = []
+        for v in range(vcs):
+            if voq:
+                for o in range(n_out):
+                    q = queues[v][o]
+                    head_flit = Signal(flit, name=f"head{v}_{o}")
+                    m.d.comb += head_flit.eq(q.r_data)
+                    lock_ok = Mux(head_flit.head, self.may_head[o][v], self.may_body[o][v])
+                    m.d.comb += [
+                        cand[o][v].eq(q.r_rdy & self.credit_ok[o][v] & lock_ok),
+                        blocked[o][v].eq(q.r_rdy & ~self.credit_ok[o][v] & lock_ok),
+                    ]
+                heads.append([Signal(flit, name=f"h{v}_{o}") for o in range(n_out)])
+                for o in range(n_out):
+                    m.d.comb += heads[v][o].eq(queues[v][o].r_data)
+            else:
+                q = queues[v][0]
+                head = Signal(entry, name=f"head{v}")
+                m.d.comb += head.eq(q.r_data)
+                heads.append(head)
+                for o in range(n_out):
+                    lock_ok = Mux(head.flit.head, self.may_head[o][v], self.may_body[o][v])
+                    here = q.r_rdy & (head.out == o) & lock_ok
+                    m.d.comb += [
+                        cand[o][v].eq(here & self.credit_ok[o][v]),
+                        blocked[o][v].eq(here & ~self.credit_ok[o][v]),
+                    ]
+        m.d.comb += [
+            self.requests.eq(Cat(c.any() for c in cand)),
+            self.credit_blocked.eq(Cat(b.any() for b in blocked)),
+        ]
+
+        # ---- Departure: the granted output picks a VC round-robin ----------------------------
+        m.submodules.vc_arbiter = vc_arb = RoundRobin(count=vcs)
+        granted_cand = Signal(vcs)
+        for o in range(n_out):
+            with m.If(self.grant[o]):
+                m.d.comb += granted_cand.eq(cand[o])
+        m.d.comb += [vc_arb.requests.eq(granted_cand), self.out_valid.eq(vc_arb.valid)]
+        m.d.comb += self.out_vc.eq(vc_arb.grant)
+        with m.If(vc_arb.valid):
+            m.d.comb += vc_arb.advance.eq(1)
+        for v in range(vcs):
+            leave = Signal(name=f"leave{v}")
+            m.d.comb += [leave.eq(vc_arb.valid & (vc_arb.grant == v)), self.inp.credit[v].eq(leave)]
+            if voq:
+                for o in range(n_out):
+                    with m.If(leave & self.grant[o]):
+                        m.d.comb += [queues[v][o].r_en.eq(1), self.out_flit.eq(heads[v][o])]
+            else:
+                with m.If(leave):
+                    m.d.comb += [queues[v][0].r_en.eq(1), self.out_flit.eq(heads[v].flit)]
+
+        # ---- Counters ----------------------------------------------------------------------
+        for c in range(4):
+            with m.If(self.inp.valid & (self.inp.vc[:2] == c)):
+                name = f"flits_in{c}"
+                m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
+        with m.If(self.inp.valid & arriving.head):
+            with m.If(rc.error == ErrorCode.DECODE):
+                m.d.sync += self.decode_errors.eq(self.decode_errors + 1)
+            with m.If(rc.error == ErrorCode.DENIED):
+                m.d.sync += self.denied.eq(self.denied + 1)
+            with m.If(rc.error == ErrorCode.MALFORMED):
+                m.d.sync += self.malformed.eq(self.malformed + 1)
+            with m.If(rc.drop):
+                m.d.sync += self.dropped.eq(self.dropped + 1)
+        return m

@@ -1,0 +1,90 @@
+"""Switch output unit: downstream credits, output-VC ownership, the registered output."""
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from unifab.flit import flit_layout
+from unifab.hdl.lib.port import FabricLink
+from unifab.switch_config import SwitchParams
+
+__all__ = ["OUTPUT_COUNTERS", "OutputUnit"]
+
+OUTPUT_COUNTERS = ("flits_out0", "flits_out1", "flits_out2", "flits_out3", "credit_stalls")
+
+
+class OutputUnit(wiring.Component):
+    """Output unit of one switch port.
+
+    Tracks the downstream receiver's credits per VC (``downstream_depth`` after reset) and
+    which input owns each output VC while a multi-flit message passes: an output VC carries
+    one message at a time, from head flit to tail flit.
+
+    Ports
+    -----
+    out : Out(FabricLink)
+        Flits to downstream, registered; credits come back on ``out.credit``.
+    in_valid, in_vc, in_flit, in_src : In(1), In(vc_bits), In(flit_layout), In(range(n_in))
+        From the crossbar: the flit sent this cycle and the input it comes from.
+    credit_ok : Out(vcs)
+        A credit is held for the VC.
+    may_head : Out(vcs)
+        The VC is free: a new message may start on it.
+    owner : Out(ArrayLayout(range(n_in), vcs))
+        The input whose message holds the VC (meaningful while it is not free).
+    wanted : In(1)
+        Some input has a flit for this output that waits only for a credit (for
+        ``credit_stalls``).
+    <counter> : Out(32)
+        :data:`OUTPUT_COUNTERS`.
+    """
+
+    def __init__(self, params: SwitchParams, *, n_in: int):
+        self.params, self.n_in = params, n_in
+        f = params.fabric
+        members = {
+            "out": Out(FabricLink(f)),
+            "in_valid": In(1),
+            "in_vc": In(f.vc_bits),
+            "in_flit": In(flit_layout(f)),
+            "in_src": In(range(n_in)),
+            "credit_ok": Out(f.vcs),
+            "may_head": Out(f.vcs),
+            "owner": Out(data.ArrayLayout(range(n_in), f.vcs)),
+            "wanted": In(1),
+        }
+        members.update({name: Out(32) for name in OUTPUT_COUNTERS})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        f = p.fabric
+        depth = p.downstream_depth
+        m.d.sync += [
+            self.out.valid.eq(self.in_valid),
+            self.out.vc.eq(self.in_vc),
+            self.out.flit.eq(self.in_flit),
+        ]
+        busy = Signal(f.vcs)
+        for v in range(f.vcs):
+            credits = Signal(range(depth + 1), init=depth, name=f"credits{v}")
+            send = Signal(name=f"send{v}")
+            m.d.comb += [
+                send.eq(self.in_valid & (self.in_vc == v)),
+                self.credit_ok[v].eq(credits != 0),
+                self.may_head[v].eq(~busy[v]),
+            ]
+            m.d.sync += credits.eq(credits - send + self.out.credit[v])
+            with m.If(send):
+                with m.If(self.in_flit.tail):
+                    m.d.sync += busy[v].eq(0)
+                with m.Elif(self.in_flit.head):
+                    m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.in_src)]
+        for c in range(4):
+            with m.If(self.in_valid & (self.in_vc[:2] == c)):
+                name = f"flits_out{c}"
+                m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
+        with m.If(self.wanted):
+            m.d.sync += self.credit_stalls.eq(self.credit_stalls + 1)
+        return m

@@ -1,0 +1,185 @@
+"""The switch chip: input units, allocator, crossbar, output units and the error responder.
+
+Pipeline (zero-load, port to port = 2 cycles): a flit arriving at an input port is routed and
+written into its virtual output queue in its arrival cycle; the next cycle the allocator
+matches inputs to outputs, the crossbar moves the flit and the output unit registers it onto
+the output port.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from unifab.flit import flit_layout
+from unifab.hdl.lib.port import FabricLink
+from unifab.hdl.switch.allocator import ISlipAllocator, WavefrontAllocator
+from unifab.hdl.switch.crossbar import Crossbar
+from unifab.hdl.switch.input_unit import INPUT_COUNTERS, InputUnit
+from unifab.hdl.switch.output_unit import OUTPUT_COUNTERS, OutputUnit
+from unifab.hdl.switch.responder import Responder
+from unifab.hdl.switch.tables import SwitchTables
+from unifab.switch_config import SwitchConfig, SwitchParams
+
+__all__ = ["COUNTER_STRIDE", "PORT_COUNTERS", "RESPONDER_COUNTERS", "Switch", "counter_address"]
+
+#: Counters of each port, in read-port order: port ``p`` counter ``k`` is at ``p * 16 + k``.
+PORT_COUNTERS = INPUT_COUNTERS + OUTPUT_COUNTERS
+#: Counters of the responder, at ``ports * 16 + k``.
+RESPONDER_COUNTERS = ("responses", "discarded", "unreachable")
+COUNTER_STRIDE = 16
+
+
+class Switch(wiring.Component):
+    """An N-port, V-virtual-channel switch with credit flow control on every port.
+
+    Ports
+    -----
+    inputs : In(FabricLink).array(ports)
+        Flits arriving at each port; each sender starts with ``buffer_depth`` credits per VC.
+    outputs : Out(FabricLink).array(ports)
+        Flits leaving each port; the switch starts with ``downstream_depth`` credits per VC.
+    cfg_we, cfg_addr, cfg_data : In(1), In(16), In(64)
+        Table register writes (register map in ``docs/switch.md``).
+    ctr_addr : In(16)
+        Counter to read: port ``p`` counter ``k`` (:data:`PORT_COUNTERS`) at ``p * 16 + k``,
+        responder counter ``k`` (:data:`RESPONDER_COUNTERS`) at ``ports * 16 + k``.
+    ctr_data : Out(32)
+        Its value, one cycle after ``ctr_addr``.
+    xbar_error : Out(1)
+        Sticky: the crossbar saw a select that was not one-hot (must never happen).
+    """
+
+    def __init__(self, params: SwitchParams | None = None, config: SwitchConfig | None = None):
+        self.params = params = params or SwitchParams()
+        self.config = config = config or SwitchConfig()
+        config.check_fits(params)
+        f = params.fabric
+        super().__init__(
+            {
+                "inputs": In(FabricLink(f)).array(params.ports),
+                "outputs": Out(FabricLink(f)).array(params.ports),
+                "cfg_we": In(1),
+                "cfg_addr": In(16),
+                "cfg_data": In(64),
+                "ctr_addr": In(16),
+                "ctr_data": Out(32),
+                "xbar_error": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        f = p.fabric
+        n = p.ports
+        n_all = n + 1  # the responder is input and output number n
+
+        m.submodules.tables = tables = SwitchTables(p, self.config, lookups=n + 1)
+        m.d.comb += [
+            tables.cfg_we.eq(self.cfg_we),
+            tables.cfg_addr.eq(self.cfg_addr),
+            tables.cfg_data.eq(self.cfg_data),
+        ]
+        inputs = []
+        for i in range(n):
+            unit = InputUnit(p, port=i)
+            m.submodules[f"input{i}"] = unit
+            inputs.append(unit)
+            wiring.connect(m, wiring.flipped(self.inputs[i]), unit.inp)
+            m.d.comb += [
+                unit.tables.eq(tables.tables),
+                tables.route_node[i].eq(unit.route_node),
+                unit.route.eq(tables.route[i]),
+            ]
+        m.submodules.responder = responder = Responder(p)
+        m.d.comb += [
+            responder.tables.eq(tables.tables),
+            tables.route_node[n].eq(responder.route_node),
+            responder.route.eq(tables.route[n]),
+        ]
+        outputs = []
+        for o in range(n):
+            unit = OutputUnit(p, n_in=n_all)
+            m.submodules[f"output{o}"] = unit
+            outputs.append(unit)
+            wiring.connect(m, unit.out, wiring.flipped(self.outputs[o]))
+
+        if p.allocator == "wavefront":
+            alloc = WavefrontAllocator(n_in=n_all, n_out=n_all)
+        else:
+            iterations = 1 if p.allocator == "fifo" else p.islip_iterations
+            alloc = ISlipAllocator(n_in=n_all, n_out=n_all, iterations=iterations)
+        m.submodules.allocator = alloc
+        sources = [*inputs, responder]
+        for i, src in enumerate(sources):
+            m.d.comb += [alloc.requests[i].eq(src.requests), src.grant.eq(alloc.grants[i])]
+
+        width = flit_layout(f).size + f.vc_bits
+        m.submodules.crossbar = xbar = Crossbar(n_in=n_all, n_out=n_all, width=width)
+        for i, src in enumerate(sources):
+            m.d.comb += [
+                xbar.select[i].eq(alloc.grants[i]),
+                xbar.inputs[i].eq(Cat(src.out_flit, src.out_vc)),
+            ]
+        m.d.comb += self.xbar_error.eq(xbar.onehot_error)
+        fb = flit_layout(f).size
+        for o, unit in enumerate(outputs):
+            m.d.comb += [
+                unit.in_valid.eq(xbar.valid[o]),
+                unit.in_flit.eq(xbar.outputs[o][:fb]),
+                unit.in_vc.eq(xbar.outputs[o][fb:]),
+                unit.in_src.eq(xbar.source[o]),
+                unit.wanted.eq(Cat(u.credit_blocked[o] for u in inputs).any()),
+            ]
+        m.d.comb += [
+            responder.in_valid.eq(xbar.valid[n]),
+            responder.in_flit.eq(xbar.outputs[n][:fb]),
+            responder.in_vc.eq(xbar.outputs[n][fb:]),
+        ]
+
+        # Output state seen by every input: credits, and whether a message may start on / is
+        # owned by the asking input on each output VC. The responder takes any interleaving.
+        all_ones = (1 << f.vcs) - 1
+        for i, src in enumerate(sources):
+            for o in range(n_all):
+                if o < n:
+                    out = outputs[o]
+                    mine = Cat(out.owner[v] == i for v in range(f.vcs))
+                    credit_ok, may_head = out.credit_ok, out.may_head
+                    may_body = ~out.may_head & mine
+                else:
+                    credit_ok, may_head, may_body = responder.credit_ok, all_ones, all_ones
+                if src is responder:
+                    m.d.comb += [
+                        src.credit_ok_out[o].eq(credit_ok),
+                        src.may_head_out[o].eq(may_head),
+                    ]
+                else:
+                    m.d.comb += [
+                        src.credit_ok[o].eq(credit_ok),
+                        src.may_head[o].eq(may_head),
+                        src.may_body[o].eq(may_body),
+                    ]
+
+        # Counter read port (registered).
+        counters = {}
+        for port in range(n):
+            for k, name in enumerate(PORT_COUNTERS):
+                unit = inputs[port] if name in INPUT_COUNTERS else outputs[port]
+                counters[port * COUNTER_STRIDE + k] = getattr(unit, name)
+        for k, name in enumerate(RESPONDER_COUNTERS):
+            counters[n * COUNTER_STRIDE + k] = getattr(responder, name)
+        with m.Switch(self.ctr_addr):
+            for addr, value in counters.items():
+                with m.Case(addr):
+                    m.d.sync += self.ctr_data.eq(value)
+            with m.Default():
+                m.d.sync += self.ctr_data.eq(0)
+        return m
+
+
+def counter_address(params: SwitchParams, port: int, name: str) -> int:
+    """Read-port address of a named counter (``port == params.ports`` for the responder)."""
+    if port == params.ports:
+        return port * COUNTER_STRIDE + RESPONDER_COUNTERS.index(name)
+    return port * COUNTER_STRIDE + PORT_COUNTERS.index(name)
