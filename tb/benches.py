@@ -132,7 +132,7 @@ def switch_bench(
     """Run the switch bench over offered loads; returns points and counters."""
     from unifab.flit import FabricParams
     from unifab.switch_config import SwitchParams
-    from unifab.tb.switch_top import SwitchBench, entry_bytes
+    from unifab.tb.switch_top import BULK_PORT_VERILOG, SwitchBench, entry_bytes
 
     params = params or SwitchParams(fabric=FabricParams(vcs=vcs), ports=ports, allocator=allocator)
     config = switch_bench_config(params.ports)
@@ -170,6 +170,7 @@ def switch_bench(
         sim=sim,
         waves=waves,
         name=tag,
+        extra_sources=(BULK_PORT_VERILOG,),
     )
     result = json.loads(Path(result_file).read_text())
     result.update(

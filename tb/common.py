@@ -65,9 +65,16 @@ def log_seed(dut, settings: BenchSettings) -> None:
     cocotb.log.info("seed=%d (repeat with UNIFAB_SEED=%d)", settings.seed, settings.seed)
 
 
-def read_wide(handle) -> int:
-    """Value of a wide vector in one simulator call (fails on X/Z like :func:`read`)."""
-    return int(handle._handle.get_signal_val_binstr(), 2)
+def read_wide(handle, bits: int | None = None) -> int:
+    """Value of a wide vector in one simulator call; only its low ``bits`` when given.
+
+    Fails on X/Z in the bits read (like :func:`read`); bits above ``bits`` may be undefined
+    (an Icarus register not written yet).
+    """
+    text = handle._handle.get_signal_val_binstr()
+    if bits is not None:
+        text = text[len(text) - bits :] if bits else "0"
+    return int(text, 2)
 
 
 def write_wide(handle, value: int, width: int) -> None:

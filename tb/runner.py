@@ -70,6 +70,7 @@ def run_bench(
     sim: str | None = None,
     waves: bool | None = None,
     name: str | None = None,
+    extra_sources: tuple[Path, ...] = (),
 ) -> BenchResult:
     """Elaborate ``design`` to Verilog, build it (cached) and run ``test_module``'s tests.
 
@@ -83,7 +84,8 @@ def run_bench(
     prepend_verilator_path()
 
     text = verilog.convert(design, name=toplevel, emit_src=False)
-    digest = hashlib.sha1(f"{sim}:{waves}:{text}".encode()).hexdigest()[:12]
+    extra_text = "".join(Path(x).read_text() for x in extra_sources)
+    digest = hashlib.sha1(f"{sim}:{waves}:{text}{extra_text}".encode()).hexdigest()[:12]
     build_dir = build_root() / "sim" / f"{toplevel}-{sim}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
@@ -108,7 +110,7 @@ def run_bench(
         if not source.exists() or source.read_text() != text:
             source.write_text(text)
         runner.build(
-            sources=[source],
+            sources=[source, *(Path(x) for x in extra_sources)],
             hdl_toplevel=toplevel,
             build_dir=build_dir,
             build_args=build_args,

@@ -76,17 +76,92 @@ def regression_cases(seed: int) -> list[Case]:
     ]
 
 
+def _switch_case(name: str, checks=(), **settings) -> Case:
+    return Case(name, "switch", settings, tuple(checks))
+
+
+def switch_cases(seed: int) -> list[Case]:
+    """Switch sweeps at full size (targets of the switch issue as checks)."""
+    sweep = (0.01, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+    return [
+        _switch_case(
+            "switch 8p islip uniform",
+            (
+                ("zero-load latency <= 2", lambda r: r["zero_load_latency"] <= 2.0),
+                ("saturation >= 0.95", lambda r: r["saturation_throughput"] >= 0.95),
+                (
+                    "latency at 0.8 <= zero-load + 4",
+                    lambda r: r["latency_at_0_8"] <= r["zero_load_latency"] + 4,
+                ),
+            ),
+            ports=8,
+            allocator="islip",
+            pattern="uniform",
+            loads=sweep,
+            seed=seed,
+        ),
+        _switch_case(
+            "switch 8p fifo reference",
+            (
+                (
+                    "HOL-limited saturation 0.55..0.70",
+                    lambda r: 0.55 <= r["saturation_throughput"] <= 0.70,
+                ),
+            ),
+            ports=8,
+            allocator="fifo",
+            pattern="uniform",
+            loads=(0.01, 0.5, 1.0),
+            seed=seed + 1,
+        ),
+        _switch_case(
+            "switch 8p mixed bp bad",
+            (),
+            ports=8,
+            allocator="islip",
+            pattern="uniform",
+            mix="mixed",
+            loads=(0.3, 0.6),
+            bp=0.2,
+            bad=0.005,
+            seed=seed + 2,
+        ),
+        _switch_case(
+            "switch 8p flood",
+            (("victims served", lambda r: r["points"][0].get("victim_latency_max", 1e9) < 200),),
+            ports=8,
+            allocator="islip",
+            pattern="flood",
+            loads=(0.05,),
+            seed=seed + 3,
+        ),
+    ]
+
+
 def _run_case(case: Case, sim: str | None) -> dict:
     if case.bench == "link":
         from unifab.tb.benches import link_bench
 
         return link_bench(sim=sim, **case.settings)
+    if case.bench == "switch":
+        from unifab.cli import switch_summary
+        from unifab.tb.benches import switch_bench
+
+        settings = dict(case.settings)
+        loads = settings["loads"]
+        result = switch_bench(sim=sim, **settings)
+        if 0.01 in loads and 1.0 in loads:
+            result.update(switch_summary(result))
+        else:
+            result["saturation_throughput"] = max(p["throughput"] for p in result["points"])
+        result["sim_cycles_per_s"] = min(p["sim_cycles_per_s"] for p in result["points"])
+        return result
     raise ValueError(f"unknown bench {case.bench!r}")
 
 
 def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> int:
     """Run every case, print a summary, write the report; 0 when every check passed."""
-    cases = regression_cases(seed)
+    cases = regression_cases(seed) + switch_cases(seed)
     out = build_root() / "report"
     out.mkdir(parents=True, exist_ok=True)
     print(f"unifab regression: {len(cases)} cases, {jobs} at a time, base seed {seed}")
@@ -129,6 +204,19 @@ def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> i
     failed = [name for name, r in results.items() if r["status"] != "pass"]
     print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({elapsed:.0f} s)")
 
+    switch_rows = [c for c in cases if c.bench == "switch"]
+    scols = ("saturation_throughput", "zero_load_latency", "latency_at_0_8", "sim_cycles_per_s")
+    slines = ["| case | status | " + " | ".join(scols) + " |", "|---" * (len(scols) + 2) + "|"]
+    for case in switch_rows:
+        r = results[case.name]
+        slines.append(
+            f"| {case.name} | {r['status']} | "
+            + " | ".join(_fmt(r.get(c, "")) for c in scols)
+            + " |"
+        )
+    print()
+    print("\n".join(slines))
+
     payload = {name: {k: v for k, v in r.items() if k != "counters"} for name, r in results.items()}
     (out / "results.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
     report = [
@@ -143,6 +231,10 @@ def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> i
         "the per-VC ordered scoreboard.",
         "",
         table,
+        "",
+        "## Switch (offered-load sweeps, Python traffic generators and scoreboards)",
+        "",
+        "\n".join(slines),
         "",
     ]
     (out / "report.md").write_text("\n".join(report))
