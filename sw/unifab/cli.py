@@ -169,9 +169,16 @@ def _verilog(args: argparse.Namespace) -> int:
     from amaranth.back import verilog
 
     from unifab.hdl.link.layer import LinkLayer
+    from unifab.hdl.switch.switch import Switch
     from unifab.params import LINK_PRESETS
+    from unifab.switch_config import SWITCH_PRESETS, SwitchConfig
 
     tops = {f"link_{name}": (lambda p=p: LinkLayer(p)) for name, p in LINK_PRESETS.items()}
+    # Switch tops come up with empty tables; program them through the cfg_* register port.
+    tops |= {
+        f"switch_{name.replace('-', '_')}": (lambda p=p: Switch(p, SwitchConfig()))
+        for name, p in SWITCH_PRESETS.items()
+    }
     names = sorted(tops) if args.all else [args.top]
     for name in names:
         if name not in tops:
