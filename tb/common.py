@@ -80,3 +80,21 @@ def read_wide(handle, bits: int | None = None) -> int:
 def write_wide(handle, value: int, width: int) -> None:
     """Deposit a wide vector in one simulator call (binary string, MSB first)."""
     handle._handle.set_signal_val_binstr(0, format(value, f"0{width}b"))
+
+
+def read_words(handle, width: int, mask: int) -> dict[int, int]:
+    """The ``width``-bit words ``k`` of a packed vector for each set bit ``k`` of ``mask``.
+
+    Words not asked for may hold X/Z (a simulator's uninitialized buffer behind a low
+    ``valid``); the ones asked for must be fully defined.
+    """
+    text = handle._handle.get_signal_val_binstr()
+    total = len(text)
+    out = {}
+    k = 0
+    while mask:
+        if mask & 1:
+            out[k] = int(text[total - (k + 1) * width : total - k * width], 2)
+        mask >>= 1
+        k += 1
+    return out

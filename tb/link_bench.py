@@ -21,7 +21,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from unifab.models.channel import probability_to_thresh
-from unifab.tb.common import BenchSettings, log_seed, read, start_clock
+from unifab.tb.common import BenchSettings, log_seed, read, read_words, start_clock
 
 SIDES = ("a", "b")
 PEER = {"a": "b", "b": "a"}
@@ -239,12 +239,10 @@ class LinkPairTB:
                 d.sent += 1
         arriving = read(h["rx_valid"]) & read(h["rx_ready"])
         if arriving:
-            data = read(h["rx_data"])
             into = self.dirs[PEER[s]]
-            for v in range(self.vcs):
-                if arriving >> v & 1:
-                    into.check(v, (data >> (v * self.flit_bits)) & self.mask, self.cycle)
-                    progress = True
+            for v, flit in read_words(h["rx_data"], self.flit_bits, arriving).items():
+                into.check(v, flit, self.cycle)
+                progress = True
         return progress
 
     def _counters(self) -> dict:

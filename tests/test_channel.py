@@ -25,7 +25,7 @@ from unifab.models.channel import (
     probability_to_thresh,
 )
 
-SEED = int(os.environ.get("UNIFAB_SEED", "20250601"), 0)
+SEED = int(os.environ.get("UNIFAB_SEED") or "20250601", 0)
 CONFIG_PORTS = (
     "latency",
     "drop_thresh",
