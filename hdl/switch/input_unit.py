@@ -10,6 +10,7 @@ from unifab.hdl.lib.arbiter import RoundRobin
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.route import RouteCompute
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
+from unifab.hdl.switch.voq import SharedVoq
 from unifab.switch_config import SwitchParams
 
 __all__ = ["INPUT_COUNTERS", "InputUnit"]
@@ -33,8 +34,9 @@ class InputUnit(wiring.Component):
     Every arriving head flit goes through :class:`RouteCompute`; the message's flits are
     queued by (VC, output) — *virtual output queues*, so a flit for a busy output never blocks
     one for an idle output (with ``allocator="fifo"`` there is one queue per VC instead: the
-    head-of-line-blocked reference). Each queue holds ``buffer_depth`` flits, the credits the
-    upstream sender has per VC, so no arrival is ever refused.
+    head-of-line-blocked reference). A VC's queues share one buffer of ``buffer_depth`` flits
+    (:class:`SharedVoq`), the credits the upstream sender holds for that VC, so no arrival is
+    ever refused.
 
     Ports
     -----
@@ -113,21 +115,25 @@ class InputUnit(wiring.Component):
         with m.Else():
             m.d.comb += target.eq(route[self.inp.vc])
 
-        # queues[v][o] (VOQ) or queues[v][0] holding (output, flit) (FIFO reference).
-        entry = data.StructLayout({"out": range(n_out), "flit": flit}) if not voq else flit
+        # VOQ: one shared buffer per VC holding a queue per output. FIFO reference: one queue
+        # per VC holding (output, flit).
+        entry = data.StructLayout({"out": range(n_out), "flit": flit})
         queues = []
         for v in range(vcs):
-            row = []
-            for o in range(n_out if voq else 1):
-                q = SyncFIFO(width=Shape.cast(entry).width, depth=p.buffer_depth)
-                m.submodules[f"q{v}_{o}"] = q
-                row.append(q)
-                write = self.inp.valid & (self.inp.vc == v)
-                if voq:
-                    m.d.comb += [q.w_en.eq(write & (target == o)), q.w_data.eq(stored)]
-                else:
-                    m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(target, stored))]
-            queues.append(row)
+            write = self.inp.valid & (self.inp.vc == v)
+            if voq:
+                q = SharedVoq(outputs=n_out, depth=p.buffer_depth, width=flit.size)
+                m.d.comb += [
+                    q.w_en.eq(write),
+                    q.w_queue.eq(target),
+                    q.w_data.eq(stored),
+                    q.w_head.eq(stored.head),
+                ]
+            else:
+                q = SyncFIFO(width=entry.size, depth=p.buffer_depth)
+                m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(target, stored))]
+            m.submodules[f"q{v}"] = q
+            queues.append(q)
 
         # ---- Eligibility and requests ------------------------------------------------------
         # cand[o] bit v: the head of VC v's queue for output o may leave now.
@@ -135,21 +141,15 @@ class InputUnit(wiring.Component):
         blocked = [Signal(vcs, name=f"blocked{o}") for o in range(n_out)]
         heads = []
         for v in range(vcs):
+            q = queues[v]
             if voq:
                 for o in range(n_out):
-                    q = queues[v][o]
-                    head_flit = Signal(flit, name=f"head{v}_{o}")
-                    m.d.comb += head_flit.eq(q.r_data)
-                    lock_ok = Mux(head_flit.head, self.may_head[o][v], self.may_body[o][v])
+                    lock_ok = Mux(q.head_is_head[o], self.may_head[o][v], self.may_body[o][v])
                     m.d.comb += [
-                        cand[o][v].eq(q.r_rdy & self.credit_ok[o][v] & lock_ok),
-                        blocked[o][v].eq(q.r_rdy & ~self.credit_ok[o][v] & lock_ok),
+                        cand[o][v].eq(q.nonempty[o] & self.credit_ok[o][v] & lock_ok),
+                        blocked[o][v].eq(q.nonempty[o] & ~self.credit_ok[o][v] & lock_ok),
                     ]
-                heads.append([Signal(flit, name=f"h{v}_{o}") for o in range(n_out)])
-                for o in range(n_out):
-                    m.d.comb += heads[v][o].eq(queues[v][o].r_data)
             else:
-                q = queues[v][0]
                 head = Signal(entry, name=f"head{v}")
                 m.d.comb += head.eq(q.r_data)
                 heads.append(head)
@@ -175,16 +175,22 @@ class InputUnit(wiring.Component):
         m.d.comb += self.out_vc.eq(vc_arb.grant)
         with m.If(vc_arb.valid):
             m.d.comb += vc_arb.advance.eq(1)
+        granted_out = Signal(range(n_out))
+        for o in range(n_out):
+            with m.If(self.grant[o]):
+                m.d.comb += granted_out.eq(o)
         for v in range(vcs):
             leave = Signal(name=f"leave{v}")
             m.d.comb += [leave.eq(vc_arb.valid & (vc_arb.grant == v)), self.inp.credit[v].eq(leave)]
+            q = queues[v]
             if voq:
-                for o in range(n_out):
-                    with m.If(leave & self.grant[o]):
-                        m.d.comb += [queues[v][o].r_en.eq(1), self.out_flit.eq(heads[v][o])]
-            else:
+                m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave)]
                 with m.If(leave):
-                    m.d.comb += [queues[v][0].r_en.eq(1), self.out_flit.eq(heads[v].flit)]
+                    m.d.comb += self.out_flit.eq(q.r_data)
+            else:
+                m.d.comb += q.r_en.eq(leave)
+                with m.If(leave):
+                    m.d.comb += self.out_flit.eq(heads[v].flit)
 
         # ---- Counters ----------------------------------------------------------------------
         for c in range(4):

@@ -1,0 +1,128 @@
+"""Virtual output queues for one VC of an input port, in one shared buffer.
+
+``depth`` flit slots (the credits the upstream sender holds for this VC) are shared by
+``outputs`` queues kept as linked lists: a slot is taken from a free bitmap on arrival and
+linked behind its queue's tail; a departure unlinks the queue's head and frees its slot. Any
+mix of destinations fits, so the buffer never refuses a credited flit, and no queue needs to be
+``depth`` deep on its own.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SharedVoq"]
+
+
+class SharedVoq(wiring.Component):
+    """``outputs`` FIFO queues sharing ``depth`` slots of ``width`` bits.
+
+    Ports
+    -----
+    w_en, w_queue, w_data, w_head : In(1), In(range(outputs)), In(width), In(1)
+        Append ``w_data`` (a message's head flit when ``w_head``) to queue ``w_queue``.
+    nonempty : Out(outputs)
+        Queue ``o`` holds a flit.
+    head_is_head : Out(outputs)
+        The flit at the front of queue ``o`` starts a message.
+    r_queue : In(range(outputs))
+        Queue whose front flit ``r_data`` shows.
+    r_data : Out(width)
+        The front flit of queue ``r_queue`` (combinational).
+    r_en : In(1)
+        Remove the front flit of queue ``r_queue`` (must be non-empty).
+    overflow : Out(1)
+        Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
+    """
+
+    def __init__(self, *, outputs: int, depth: int, width: int):
+        if outputs < 1 or depth < 1 or width < 1:
+            raise ValueError(
+                f"outputs, depth and width must be positive, not {outputs}, {depth}, {width}"
+            )
+        self.outputs, self.depth, self.width = outputs, depth, width
+        super().__init__(
+            {
+                "w_en": In(1),
+                "w_queue": In(range(outputs)),
+                "w_data": In(width),
+                "w_head": In(1),
+                "nonempty": Out(outputs),
+                "head_is_head": Out(outputs),
+                "r_queue": In(range(outputs)),
+                "r_data": Out(width),
+                "r_en": In(1),
+                "overflow": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        n, d = self.outputs, self.depth
+        slot = range(d)
+
+        m.submodules.data = data = Memory(shape=self.width, depth=d, init=[])
+        data_w = data.write_port()
+        data_r = data.read_port(domain="comb")
+        m.submodules.links = links = Memory(shape=slot, depth=d, init=[])
+        link_w = links.write_port()
+        link_r = links.read_port(domain="comb")
+
+        free = Signal(d, init=(1 << d) - 1)
+        is_head = Signal(d)
+        head = [Signal(slot, name=f"head{o}") for o in range(n)]
+        tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
+        count = [Signal(range(d + 1), name=f"count{o}") for o in range(n)]
+
+        # Lowest free slot.
+        new = Signal(slot)
+        for s in reversed(range(d)):
+            with m.If(free[s]):
+                m.d.comb += new.eq(s)
+        has_free = free.any()
+
+        head_of = Array(head)
+        front = Signal(slot)
+        m.d.comb += [
+            front.eq(head_of[self.r_queue]),
+            data_r.addr.eq(front),
+            self.r_data.eq(data_r.data),
+            link_r.addr.eq(front),
+        ]
+        for o in range(n):
+            m.d.comb += [
+                self.nonempty[o].eq(count[o] != 0),
+                self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
+            ]
+
+        enq = Signal()
+        m.d.comb += enq.eq(self.w_en & has_free)
+        with m.If(self.w_en & ~has_free):
+            m.d.sync += self.overflow.eq(1)
+
+        # Slot bookkeeping: take one on arrival, give one back on departure.
+        take = Mux(enq, 1 << new, 0)
+        give = Mux(self.r_en, Const(1, d) << front, 0)
+        m.d.sync += free.eq((free & ~take) | give)
+        with m.If(enq):
+            m.d.sync += is_head.bit_select(new, 1).eq(self.w_head)
+        m.d.comb += [data_w.addr.eq(new), data_w.data.eq(self.w_data), data_w.en.eq(enq)]
+
+        for o in range(n):
+            deq = Signal(name=f"deq{o}")
+            arr = Signal(name=f"arr{o}")
+            m.d.comb += [deq.eq(self.r_en & (self.r_queue == o)), arr.eq(enq & (self.w_queue == o))]
+            left = Signal(range(d + 1), name=f"left{o}")  # after this cycle's departure
+            m.d.comb += left.eq(count[o] - deq)
+            m.d.sync += count[o].eq(left + arr)
+            with m.If(deq):
+                m.d.sync += head[o].eq(link_r.data)
+            with m.If(arr):
+                m.d.sync += tail[o].eq(new)
+                with m.If(left == 0):
+                    m.d.sync += head[o].eq(new)
+                with m.Else():
+                    # Link the new slot behind the current tail.
+                    m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
+        return m
