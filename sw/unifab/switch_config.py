@@ -46,10 +46,10 @@ class SwitchParams:
 
     fabric: FabricParams = field(default_factory=FabricParams)
     ports: int = 8
-    buffer_depth: int = 8
+    buffer_depth: int = 64
     downstream_depth: int = 4
     allocator: str = "islip"
-    islip_iterations: int = 2
+    islip_iterations: int = 3
     ranges: int = 8
     rules: int = 8
 
@@ -259,7 +259,7 @@ class SwitchConfig:
 
 
 SWITCH_PRESETS: dict[str, SwitchParams] = {
-    "small": SwitchParams(ports=4, buffer_depth=4),
+    "small": SwitchParams(ports=4, buffer_depth=8, islip_iterations=1),
     "default": SwitchParams(ports=8),
     "large": SwitchParams(ports=16),
     "fifo-reference": SwitchParams(ports=8, allocator="fifo"),
