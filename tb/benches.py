@@ -25,6 +25,35 @@ def default_seed(fallback: int = 1) -> int:
     return int(value) if value.strip() else fallback
 
 
+def _run_with_result(
+    *,
+    top,
+    toplevel: str,
+    test_module: str,
+    tag: str,
+    settings: dict,
+    sim: str,
+    waves: bool | None,
+    extra_sources=(),
+) -> dict[str, Any]:
+    """Run a bench whose cocotb test writes its figures to ``settings['result_file']``."""
+    out = build_root() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    result_file = out / f"{tag}.json"
+    result_file.unlink(missing_ok=True)
+    run_bench(
+        design=top,
+        toplevel=toplevel,
+        test_module=test_module,
+        env=BenchSettings.to_env({**settings, "result_file": str(result_file)}),
+        sim=sim,
+        waves=waves,
+        name=tag,
+        extra_sources=tuple(extra_sources),
+    )
+    return json.loads(Path(result_file).read_text())
+
+
 def link_bench(
     *,
     params: LinkParams | None = None,
@@ -56,10 +85,6 @@ def link_bench(
     tag = f"link-{sim}-s{seed}-p{p_err:g}-l{latency}-n{flits}" + (
         "-burst" * burst + "-stall" * stall + "-reset" * reset
     )
-    out = build_root() / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    result_file = out / f"{tag}.json"
-    result_file.unlink(missing_ok=True)
     settings = {
         "seed": seed,
         "flits": flits,
@@ -74,18 +99,16 @@ def link_bench(
         "vcs": params.fabric.vcs,
         "flit_bits": top.flit_bits,
         "watchdog": 8 * params.ack_timeout + 8 * latency + 200,
-        "result_file": str(result_file),
     }
-    run_bench(
-        design=top,
+    result = _run_with_result(
+        top=top,
         toplevel="link_pair",
         test_module="unifab.tb.link_bench",
-        env=BenchSettings.to_env(settings),
+        tag=tag,
+        settings=settings,
         sim=sim,
         waves=waves,
-        name=tag,
     )
-    result = json.loads(Path(result_file).read_text())
     result.update({"sim": sim, "p_err": p_err, "latency": latency})
     return result
 
@@ -142,10 +165,6 @@ def switch_bench(
         f"switch-{sim}-n{params.ports}-{params.allocator}-{pattern}-{mix}-s{seed}"
         f"-bp{bp:g}-bad{bad:g}-{len(loads)}pts"
     )
-    out = build_root() / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    result_file = out / f"{tag}.json"
-    result_file.unlink(missing_ok=True)
     settings = {
         "seed": seed,
         "ports": params.ports,
@@ -160,19 +179,17 @@ def switch_bench(
         "bp": bp,
         "bad": bad,
         "node_id": config.node_id,
-        "result_file": str(result_file),
     }
-    run_bench(
-        design=top,
+    result = _run_with_result(
+        top=top,
         toplevel="switch_bench",
         test_module="unifab.tb.switch_bench",
-        env=BenchSettings.to_env(settings),
+        tag=tag,
+        settings=settings,
         sim=sim,
         waves=waves,
-        name=tag,
         extra_sources=(BULK_PORT_VERILOG,),
     )
-    result = json.loads(Path(result_file).read_text())
     result.update(
         {
             "sim": sim,

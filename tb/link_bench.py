@@ -20,25 +20,13 @@ from collections import deque
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
+from unifab.hdl.link.layer import LINK_COUNTERS
 from unifab.models.channel import probability_to_thresh
 from unifab.tb.common import BenchSettings, log_seed, read, read_words, start_clock
+from unifab.tb.tops import CHANNEL_COUNTERS
 
 SIDES = ("a", "b")
 PEER = {"a": "b", "b": "a"}
-LINK_COUNTERS = (
-    "crc_errors",
-    "seq_gaps",
-    "duplicates",
-    "replays",
-    "timeouts",
-    "credit_stalls",
-    "overflows",
-    "downs",
-    "seq_flits",
-    "data_flits",
-    "accepted",
-)
-CHANNEL_COUNTERS = ("flits_in", "flits_out", "dropped", "corrupted", "overflow", "stall_cycles")
 
 
 class ScoreboardError(AssertionError):

@@ -81,6 +81,8 @@ def run_bench(
 
     sim = selected_sim(sim)
     waves = waves_enabled(waves)
+    # UNIFAB_QUIET=1 (the regression sets it): simulator output goes to log files, not stdout.
+    quiet = os.environ.get("UNIFAB_QUIET", "") not in ("", "0")
     prepend_verilator_path()
 
     text = verilog.convert(design, name=toplevel, emit_src=False)
@@ -117,6 +119,7 @@ def run_bench(
             timescale=("1ns", "1ps"),
             waves=waves,
             always=False,
+            log_file=(build_dir / "build.log") if quiet else None,
         )
     run_name = name or (testcase or test_module.rsplit(".", 1)[-1])
     test_dir = build_dir / "runs" / run_name
@@ -131,6 +134,7 @@ def run_bench(
             waves=waves,
             timescale=("1ns", "1ps"),
             results_xml=str(test_dir / "results.xml"),
+            log_file=(test_dir / "sim.log") if quiet else None,
         )
     except SystemExit:
         # cocotb's runner exits on a failed test; the results file says which.
@@ -145,6 +149,7 @@ def run_bench(
         raise AssertionError(
             f"cocotb bench {test_module}"
             + (f"::{testcase}" if testcase else "")
-            + f" on {sim}: {failures} of {tests} tests failed (see {results_xml})"
+            + f" on {sim}: {failures} of {tests} tests failed (see {results_xml}"
+            + (f" and {test_dir / 'sim.log'})" if quiet else ")")
         )
     return result

@@ -40,10 +40,7 @@ def _positive(text: str) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
-        return str(v)
+    from unifab.regression import format_figure as fmt
 
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]

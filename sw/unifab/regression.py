@@ -16,7 +16,7 @@ from typing import Any
 
 from unifab.tools import build_root
 
-__all__ = ["Case", "regression_cases", "run_regression"]
+__all__ = ["Case", "format_figure", "regression_cases", "run_regression"]
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,9 @@ def _run_case(case: Case, sim: str | None) -> dict:
 
 def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> int:
     """Run every case, print a summary, write the report; 0 when every check passed."""
+    import os
+
+    os.environ["UNIFAB_QUIET"] = "1"  # simulator logs go to files; the table goes to the terminal
     cases = regression_cases(seed) + switch_cases(seed)
     out = build_root() / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -182,21 +185,13 @@ def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> i
             print(f"[{n}/{len(cases)}] {r['status']:4}  {case.name}", flush=True)
     elapsed = time.perf_counter() - start
 
-    cols = (
-        "goodput",
-        "flits",
-        "lost",
-        "duplicated",
-        "reordered",
-        "replays",
-        "crc_errors",
-        "cycles",
-        "sim_cycles_per_s",
-    )
+    from unifab.cli import LINK_COLUMNS
+
+    cols = tuple(c for c in LINK_COLUMNS if c not in ("p_err", "latency"))
     lines = ["| case | status | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for case in cases:
         r = results[case.name]
-        cells = [_fmt(r.get(c, "")) for c in cols]
+        cells = [format_figure(r.get(c, "")) for c in cols]
         lines.append(f"| {case.name} | {r['status']} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print()
@@ -211,7 +206,7 @@ def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> i
         r = results[case.name]
         slines.append(
             f"| {case.name} | {r['status']} | "
-            + " | ".join(_fmt(r.get(c, "")) for c in scols)
+            + " | ".join(format_figure(r.get(c, "")) for c in scols)
             + " |"
         )
     print()
@@ -244,7 +239,8 @@ def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> i
     return 1 if failed else 0
 
 
-def _fmt(v: Any) -> str:
+def format_figure(v: Any) -> str:
+    """Numbers as the terminal tables and the report print them."""
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
