@@ -7,13 +7,13 @@ report and a test in CI come from the same code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from unifab.params import LinkParams
 from unifab.tb.common import BenchSettings
 from unifab.tb.runner import run_bench, selected_sim
+from unifab.testing import seed_from_env
 from unifab.tools import build_root
 
 __all__ = ["default_seed", "link_bench", "switch_bench", "switch_bench_config"]
@@ -21,8 +21,7 @@ __all__ = ["default_seed", "link_bench", "switch_bench", "switch_bench_config"]
 
 def default_seed(fallback: int = 1) -> int:
     """The seed a run uses: ``UNIFAB_SEED`` when set, else ``fallback``."""
-    value = os.environ.get("UNIFAB_SEED", "")
-    return int(value) if value.strip() else fallback
+    return seed_from_env(fallback)
 
 
 def _run_with_result(

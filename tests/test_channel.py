@@ -5,7 +5,6 @@ reproduce a failure).
 """
 
 import inspect
-import os
 import random
 from collections.abc import Callable
 
@@ -24,8 +23,9 @@ from unifab.models.channel import (
     lane_seed,
     probability_to_thresh,
 )
+from unifab.testing import seed_from_env
 
-SEED = int(os.environ.get("UNIFAB_SEED") or "20250601", 0)
+SEED = seed_from_env(20250601)
 CONFIG_PORTS = (
     "latency",
     "drop_thresh",

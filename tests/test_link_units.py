@@ -8,7 +8,6 @@ the case's default, and is printed (``pytest -s`` or on failure). To replay a fa
 ``UNIFAB_VCD=dir`` also writes a waveform per case into ``dir``.
 """
 
-import os
 import random
 from collections import Counter, deque
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 from amaranth import Elaboratable, Module, ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from unifab.crc import crc32c_bits
 from unifab.flit import FabricParams, LinkKind, flit_layout, link_flit_layout
@@ -40,6 +38,7 @@ from unifab.models.link import (
     link_crc_ok,
 )
 from unifab.params import LinkParams
+from unifab.testing import seed_from_env, simulate
 
 SEQ, IDLE, INIT = LinkKind.SEQ.value, LinkKind.IDLE.value, LinkKind.INIT.value
 
@@ -50,25 +49,7 @@ SEQ, IDLE, INIT = LinkKind.SEQ.value, LinkKind.IDLE.value, LinkKind.INIT.value
 
 def make_rng(default: int) -> random.Random:
     """The case's random generator; ``UNIFAB_SEED`` overrides the default seed."""
-    env = os.environ.get("UNIFAB_SEED")
-    seed = int(env, 0) if env else default
-    print(f"UNIFAB_SEED={seed}")
-    return random.Random(seed)
-
-
-def simulate(dut: Elaboratable, bench: Callable, *, name: str, clock: bool = True) -> None:
-    """Run one testbench on ``dut`` (with a 1 MHz clock), optionally dumping a VCD."""
-    sim = Simulator(dut)
-    if clock:
-        sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    vcd_dir = os.environ.get("UNIFAB_VCD")
-    if vcd_dir:
-        os.makedirs(vcd_dir, exist_ok=True)
-        with sim.write_vcd(os.path.join(vcd_dir, f"{name}.vcd")):
-            sim.run()
-    else:
-        sim.run()
+    return random.Random(seed_from_env(default))
 
 
 class WithClock(Elaboratable):

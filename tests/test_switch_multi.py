@@ -6,7 +6,6 @@ the inter-switch link. Requests from every node to addresses homed on every node
 responses back, must reach the right node through one or two switches, in order per flow.
 """
 
-import os
 import random
 from collections import defaultdict, deque
 
@@ -18,6 +17,7 @@ from unifab.codec import header, pack_header, unpack_header
 from unifab.flit import Opcode
 from unifab.hdl.switch.switch import Switch
 from unifab.switch_config import AddressRange, SwitchConfig, SwitchParams
+from unifab.testing import seed_from_env
 
 PARAMS = SwitchParams(ports=4, buffer_depth=8)
 NODES_A, NODES_B = (0, 1, 2), (4, 5, 6)
@@ -58,10 +58,7 @@ class TwoLeaves(Elaboratable):
 
 
 def test_two_leaf_switches_route_by_address_then_node() -> None:
-    env = os.environ.get("UNIFAB_SEED")
-    seed = int(env, 0) if env else 77
-    print(f"UNIFAB_SEED={seed}")
-    rng = random.Random(seed)
+    rng = random.Random(seed_from_env(77))
     dut = TwoLeaves()
     attach = {n: (dut.a, i) for i, n in enumerate(NODES_A)} | {
         n: (dut.b, i) for i, n in enumerate(NODES_B)

@@ -15,16 +15,13 @@ Signals are driven and sampled in bulk (one ``ctx.set`` of a ``Cat`` of all inpu
 ``ctx.get`` of a ``Cat`` of all outputs per step): each ``ctx.set`` settles the whole design.
 """
 
-import os
 import random
 from collections import defaultdict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from amaranth import Cat, Elaboratable, Module, Value
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from unifab.codec import header, pack_header, unpack_header
 from unifab.flit import (
@@ -54,6 +51,7 @@ from unifab.models.switch_alloc import (
 )
 from unifab.models.switch_route import route_reference
 from unifab.switch_config import AddressRange, SwitchConfig, SwitchParams
+from unifab.testing import seed_from_env, simulate
 
 DEFAULT_SEED = 20240611
 
@@ -63,24 +61,7 @@ DEFAULT_SEED = 20240611
 
 def make_rng(case: str) -> random.Random:
     """The case's generator: ``UNIFAB_SEED`` (else :data:`DEFAULT_SEED`) and the case name."""
-    env = os.environ.get("UNIFAB_SEED")
-    seed = int(env, 0) if env else DEFAULT_SEED
-    print(f"UNIFAB_SEED={seed} case={case}")
-    return random.Random(f"{seed}/{case}")
-
-
-def simulate(dut: Elaboratable, bench: Callable, *, name: str) -> None:
-    """Run ``bench`` on ``dut`` with a 1 MHz clock; ``UNIFAB_VCD=dir`` dumps a waveform."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    vcd_dir = os.environ.get("UNIFAB_VCD")
-    if vcd_dir:
-        os.makedirs(vcd_dir, exist_ok=True)
-        with sim.write_vcd(os.path.join(vcd_dir, f"{name}.vcd")):
-            sim.run()
-    else:
-        sim.run()
+    return random.Random(f"{seed_from_env(DEFAULT_SEED, label=case)}/{case}")
 
 
 class Bus:

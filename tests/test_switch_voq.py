@@ -1,6 +1,5 @@
 """SharedVoq: linked-list queues in one buffer, against per-queue deques (the golden model)."""
 
-import os
 import random
 from collections import deque
 
@@ -8,18 +7,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from unifab.hdl.switch.voq import SharedVoq
-
-
-def _seed(default: int) -> int:
-    env = os.environ.get("UNIFAB_SEED")
-    seed = int(env, 0) if env else default
-    print(f"UNIFAB_SEED={seed}")
-    return seed
+from unifab.testing import seed_from_env
 
 
 @pytest.mark.parametrize(("outputs", "depth"), [(1, 2), (3, 4), (9, 8), (5, 16)])
 def test_shared_voq_matches_deques(outputs: int, depth: int) -> None:
-    rng = random.Random(_seed(outputs * 100 + depth))
+    rng = random.Random(seed_from_env(outputs * 100 + depth))
     dut = SharedVoq(outputs=outputs, depth=depth, width=16)
     model = [deque() for _ in range(outputs)]
     serial = [0]
