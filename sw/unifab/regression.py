@@ -152,8 +152,6 @@ def _run_case(case: Case, sim: str | None) -> dict:
         result = switch_bench(sim=sim, **settings)
         if 0.01 in loads and 1.0 in loads:
             result.update(switch_summary(result))
-        else:
-            result["saturation_throughput"] = max(p["throughput"] for p in result["points"])
         result["sim_cycles_per_s"] = min(p["sim_cycles_per_s"] for p in result["points"])
         return result
     raise ValueError(f"unknown bench {case.bench!r}")
