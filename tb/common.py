@@ -12,7 +12,20 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-__all__ = ["BenchSettings", "read", "start_clock"]
+__all__ = [
+    "BenchSettings",
+    "ScoreboardError",
+    "read",
+    "read_wide",
+    "read_words",
+    "start_clock",
+    "write_wide",
+]
+
+
+class ScoreboardError(AssertionError):
+    """A bench saw traffic that must not happen (lost, duplicated, reordered, corrupted)."""
+
 
 SETTINGS_ENV = "UNIFAB_BENCH"
 

@@ -29,7 +29,15 @@ from cocotb.triggers import RisingEdge, Timer
 
 from unifab.flit import ErrorCode, MsgClass, Opcode
 from unifab.models.channel import probability_to_thresh
-from unifab.tb.common import BenchSettings, log_seed, read, read_wide, start_clock, write_wide
+from unifab.tb.common import (
+    BenchSettings,
+    ScoreboardError,
+    log_seed,
+    read,
+    read_wide,
+    start_clock,
+    write_wide,
+)
 from unifab.traffic import TrafficGenerator
 
 PERIOD_NS = 10
@@ -44,10 +52,6 @@ OPCODE_OF = {
     (MsgClass.RSP.value, 1): Opcode.COMP.value,
     (MsgClass.DAT.value, 5): Opcode.COMP_DATA.value,
 }
-
-
-class ScoreboardError(AssertionError):
-    pass
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -141,7 +145,6 @@ class SwitchTB:
             ]
             for i in range(n)
         ]
-        self.window_start = 0
         self.reset_stats(0, 0)
 
     # ---- statistics --------------------------------------------------------------------
