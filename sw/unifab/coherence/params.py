@@ -1,0 +1,146 @@
+"""User parameters of the home agent and the caching endpoint (frozen, validated)."""
+
+from dataclasses import dataclass, field
+
+from unifab.flit import ADDR_BITS, LINE_BYTES, NODE_BITS, FabricParams
+
+__all__ = ["AddressWindow", "CacheParams", "EndpointParams", "HomeParams"]
+
+
+def _pow2(value: int) -> bool:
+    return isinstance(value, int) and value > 0 and value & (value - 1) == 0
+
+
+def _check_node(what: str, node: object) -> None:
+    if not isinstance(node, int) or not 0 <= node < 1 << NODE_BITS:
+        raise ValueError(f"{what} must be a {NODE_BITS}-bit node ID, not {node!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressWindow:
+    """``[base, base + size)`` of the global address space, line aligned."""
+
+    base: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, int) or not 0 <= self.base < 1 << ADDR_BITS:
+            raise ValueError(f"window base {self.base!r} is not a {ADDR_BITS}-bit address")
+        if not isinstance(self.size, int) or self.size < LINE_BYTES:
+            raise ValueError(f"window size {self.size!r} is smaller than a line ({LINE_BYTES} B)")
+        if self.base % LINE_BYTES or self.size % LINE_BYTES:
+            raise ValueError(
+                f"window [{self.base:#x}, +{self.size:#x}) is not aligned to {LINE_BYTES} B lines"
+            )
+        if self.base + self.size > 1 << ADDR_BITS:
+            raise ValueError(
+                f"window [{self.base:#x}, +{self.size:#x}) ends past the address space"
+            )
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def __contains__(self, addr: int) -> bool:
+        return self.base <= addr < self.end
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomeParams:
+    """A home agent: its node, window, directory, transaction table and ports.
+
+    ``dir_sets`` x ``dir_ways`` directory entries (a line needs one while cached);
+    ``table_entries`` transactions awaiting ``COMP_ACK`` at once; ``max_sharers`` caching
+    agents (node IDs ``0 .. max_sharers - 1``); ``rx_depth`` flits buffered per VC at the
+    fabric input (the sender's credits); ``tx_credits`` the receiver's buffer per VC at the
+    fabric output; ``mem_addr_width`` the AXI address width of the memory port.
+    """
+
+    fabric: FabricParams = field(default_factory=FabricParams)
+    node_id: int
+    window: AddressWindow
+    dir_sets: int = 64
+    dir_ways: int = 4
+    table_entries: int = 8
+    max_sharers: int = 16
+    rx_depth: int = 4
+    tx_credits: int = 4
+    axi_id_width: int = 4
+
+    def __post_init__(self) -> None:
+        _check_node("node_id", self.node_id)
+        if not isinstance(self.window, AddressWindow):
+            raise TypeError(f"window must be an AddressWindow, not {type(self.window).__name__}")
+        if not _pow2(self.dir_sets):
+            raise ValueError(f"dir_sets must be a power of two, not {self.dir_sets!r}")
+        if not isinstance(self.dir_ways, int) or not 1 <= self.dir_ways <= 16:
+            raise ValueError(f"dir_ways must be 1..16, not {self.dir_ways!r}")
+        if not isinstance(self.table_entries, int) or not 1 <= self.table_entries <= 64:
+            raise ValueError(f"table_entries must be 1..64, not {self.table_entries!r}")
+        if self.max_sharers not in (2, 4, 8, 16, 32, 64):
+            raise ValueError(f"max_sharers must be 2, 4, 8, 16, 32 or 64, not {self.max_sharers!r}")
+        for name in ("rx_depth", "tx_credits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{name} must be 1..64, not {value!r}")
+
+    @property
+    def mem_addr_width(self) -> int:
+        return max(12, (self.window.size - 1).bit_length())
+
+    @property
+    def dir_entries(self) -> int:
+        return self.dir_sets * self.dir_ways
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheParams:
+    """A set-associative write-back MESI cache of 64-byte lines."""
+
+    sets: int = 16
+    ways: int = 2
+
+    def __post_init__(self) -> None:
+        if not _pow2(self.sets):
+            raise ValueError(f"cache sets must be a power of two, not {self.sets!r}")
+        if not isinstance(self.ways, int) or not 1 <= self.ways <= 8:
+            raise ValueError(f"cache ways must be 1..8, not {self.ways!r}")
+
+    @property
+    def lines(self) -> int:
+        return self.sets * self.ways
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointParams:
+    """A caching endpoint: its node, optional cache, MSHRs, non-cacheable ranges and ports.
+
+    ``cache=None`` makes every access non-coherent (``NC_READ``/``NC_WRITE``).
+    """
+
+    fabric: FabricParams = field(default_factory=FabricParams)
+    node_id: int
+    cache: CacheParams | None = field(default_factory=CacheParams)
+    mshrs: int = 4
+    noncacheable: tuple[AddressWindow, ...] = ()
+    rx_depth: int = 4
+    tx_credits: int = 4
+    axi_id_width: int = 4
+
+    def __post_init__(self) -> None:
+        _check_node("node_id", self.node_id)
+        if self.cache is not None and not isinstance(self.cache, CacheParams):
+            raise TypeError(f"cache must be CacheParams or None, not {type(self.cache).__name__}")
+        if not isinstance(self.mshrs, int) or not 1 <= self.mshrs <= 16:
+            raise ValueError(f"mshrs must be 1..16, not {self.mshrs!r}")
+        object.__setattr__(self, "noncacheable", tuple(self.noncacheable))
+        for w in self.noncacheable:
+            if not isinstance(w, AddressWindow):
+                raise TypeError(f"noncacheable entries must be AddressWindow, not {w!r}")
+        for name in ("rx_depth", "tx_credits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{name} must be 1..64, not {value!r}")
+
+    def cacheable(self, addr: int) -> bool:
+        return self.cache is not None and not any(addr in w for w in self.noncacheable)
