@@ -274,3 +274,26 @@ def test_network_keeps_order_per_channel() -> None:
         assert msg.header.dst == 16
         seen.setdefault((msg.header.src, msg.header.cls), []).append(msg.header.tag)
     assert all(tags == list(range(50)) for tags in seen.values())
+
+
+def test_versioned_memory() -> None:
+    from unifab.coherence.versioned import DataValueError, VersionedMemory
+
+    mem = VersionedMemory()
+    mem.check_load(0x40, 0, 0, 5)  # initial value
+    a = mem.begin_store(0x40, 1, 10)
+    mem.check_load(0x40, 0, 11, 12)  # the store may not have taken effect yet
+    mem.check_load(0x40, 1, 11, 12)
+    mem.end_store(a, 20)
+    with pytest.raises(DataValueError):
+        mem.check_load(0x40, 0, 21, 25)  # overwritten before the load began
+    b = mem.begin_store(0x40, 2, 30)
+    mem.end_store(b, 32)
+    mem.check_load(0x40, 2, 40, 41)
+    with pytest.raises(DataValueError):
+        mem.check_load(0x40, 1, 40, 41)
+    with pytest.raises(DataValueError):
+        mem.check_load(0x40, 3, 40, 41)  # never written
+    mem.prune(50)
+    assert [v.value for v in mem.words[0x40]] == [2]
+    mem.check_load(0x40, 2, 60, 61)
