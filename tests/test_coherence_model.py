@@ -297,3 +297,22 @@ def test_versioned_memory() -> None:
     mem.prune(50)
     assert [v.value for v in mem.words[0x40]] == [2]
     mem.check_load(0x40, 2, 60, 61)
+
+
+def test_parameters_are_validated() -> None:
+    from unifab.coherence.params import SYSTEM_PRESETS, EndpointParams, SystemParams
+
+    with pytest.raises(ValueError, match="aligned"):
+        AddressWindow(base=0x1010, size=0x1000)
+    with pytest.raises(ValueError, match="dir_sets"):
+        HomeParams(node_id=16, window=WINDOW, dir_sets=3)
+    with pytest.raises(ValueError, match="mshrs"):
+        EndpointParams(node_id=1, mshrs=0)
+    with pytest.raises(ValueError, match="homes"):
+        SystemParams(homes=3)
+    with pytest.raises(ValueError, match="switch ports"):
+        SystemParams(endpoints=14, homes=4)
+    p = SYSTEM_PRESETS["default"]
+    assert {p.home_of(p.base + k * p.granularity) for k in range(4)} == {16, 17}
+    assert not p.endpoint_params(0).cacheable(p.base)
+    assert p.endpoint_params(0).cacheable(p.base + 0x400)

@@ -4,7 +4,14 @@ from dataclasses import dataclass, field
 
 from unifab.flit import ADDR_BITS, LINE_BYTES, NODE_BITS, FabricParams
 
-__all__ = ["AddressWindow", "CacheParams", "EndpointParams", "HomeParams"]
+__all__ = [
+    "SYSTEM_PRESETS",
+    "AddressWindow",
+    "CacheParams",
+    "EndpointParams",
+    "HomeParams",
+    "SystemParams",
+]
 
 
 def _pow2(value: int) -> bool:
@@ -144,3 +151,101 @@ class EndpointParams:
 
     def cacheable(self, addr: int) -> bool:
         return self.cache is not None and not any(addr in w for w in self.noncacheable)
+
+
+FIRST_HOME_NODE = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemParams:
+    """A one-switch coherent system: ``endpoints`` caching endpoints (node IDs 0..E-1, switch
+    ports 0..E-1) and ``homes`` home agents (node IDs 16.., the next switch ports), the
+    window ``[base, base + size)`` interleaved over the homes every ``granularity`` bytes.
+
+    ``noncacheable`` windows are the same for every endpoint. Home ``j`` serves the whole
+    window's AXI address space (``addr - base``), of which it receives every ``homes``-th
+    granule.
+    """
+
+    fabric: FabricParams = field(default_factory=FabricParams)
+    endpoints: int = 4
+    homes: int = 2
+    base: int = 0x1_0000_0000
+    size: int = 0x1_0000
+    granularity: int = 256
+    cache: CacheParams | None = field(default_factory=lambda: CacheParams(sets=16, ways=2))
+    mshrs: int = 4
+    noncacheable: tuple[AddressWindow, ...] = ()
+    dir_sets: int = 16
+    dir_ways: int = 4
+    table_entries: int = 4
+    switch_buffer_depth: int = 8
+    agent_rx_depth: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.endpoints, int) or not 1 <= self.endpoints <= 14:
+            raise ValueError(f"endpoints must be 1..14, not {self.endpoints!r}")
+        if self.homes not in (1, 2, 4, 8):
+            raise ValueError(f"homes must be 1, 2, 4 or 8 (an interleave set), not {self.homes!r}")
+        if self.endpoints + self.homes > 16:
+            raise ValueError(
+                f"{self.endpoints} endpoints + {self.homes} homes need more than 16 switch ports"
+            )
+        AddressWindow(base=self.base, size=self.size)  # validates alignment
+        if self.granularity not in (256, 512, 1024, 2048, 4096):
+            raise ValueError(f"granularity must be 256..4096 bytes, not {self.granularity!r}")
+        if self.size % (self.granularity * self.homes):
+            raise ValueError(
+                f"size {self.size:#x} is not a multiple of granularity x homes"
+                f" = {self.granularity * self.homes:#x}"
+            )
+        object.__setattr__(self, "noncacheable", tuple(self.noncacheable))
+
+    @property
+    def ports(self) -> int:
+        return max(2, self.endpoints + self.homes)
+
+    @property
+    def window(self) -> AddressWindow:
+        return AddressWindow(base=self.base, size=self.size)
+
+    def home_node(self, j: int) -> int:
+        return FIRST_HOME_NODE + j
+
+    def home_of(self, addr: int) -> int:
+        """The home node of a global address (the switch's interleave decode)."""
+        return self.home_node((addr - self.base) // self.granularity % self.homes)
+
+    def endpoint_params(self, i: int) -> EndpointParams:
+        return EndpointParams(
+            fabric=self.fabric,
+            node_id=i,
+            cache=self.cache,
+            mshrs=self.mshrs,
+            noncacheable=self.noncacheable,
+            rx_depth=self.agent_rx_depth,
+            tx_credits=self.switch_buffer_depth,
+        )
+
+    def home_params(self, j: int) -> HomeParams:
+        return HomeParams(
+            fabric=self.fabric,
+            node_id=self.home_node(j),
+            window=self.window,
+            dir_sets=self.dir_sets,
+            dir_ways=self.dir_ways,
+            table_entries=self.table_entries,
+            rx_depth=self.agent_rx_depth,
+            tx_credits=self.switch_buffer_depth,
+        )
+
+
+SYSTEM_PRESETS: dict[str, SystemParams] = {
+    # Two endpoints and one home: the smallest coherent system.
+    "small": SystemParams(endpoints=2, homes=1, cache=CacheParams(sets=8, ways=2), dir_sets=8),
+    # Four caching endpoints, two interleaved homes, one 6-port switch; the first 1 KiB of the
+    # window is non-cacheable (the put/get path).
+    "default": SystemParams(
+        noncacheable=(AddressWindow(base=0x1_0000_0000, size=0x400),),
+    ),
+}
