@@ -1,0 +1,117 @@
+"""The endpoint cache's arrays: tag/state per way and the line data, in ``Memory``.
+
+Reads are asynchronous (combinational read ports, LUT-RAM style) so the endpoint's controller
+can look up a set and act on it in the same cycle; there is one write port per array, all
+driven by the controller. Line ``(set, way)`` occupies data words
+``(set * ways + way) * beats ... + beats - 1`` (one word per fabric data beat).
+"""
+
+from amaranth import *
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from unifab.coherence.params import CacheParams
+from unifab.flit import ADDR_BITS, LINE_BYTES, CacheState, FabricParams
+
+__all__ = ["CacheArrays", "CacheGeometry", "tag_layout"]
+
+
+class CacheGeometry:
+    """Address split of a cache: ``addr = tag | set | line offset``."""
+
+    def __init__(self, cache: CacheParams, fabric: FabricParams):
+        self.cache, self.fabric = cache, fabric
+        self.sets, self.ways = cache.sets, cache.ways
+        self.beats = fabric.line_beats
+        self.offset_bits = (LINE_BYTES - 1).bit_length()
+        self.set_bits = (cache.sets - 1).bit_length()
+        self.tag_bits = ADDR_BITS - self.offset_bits - self.set_bits
+        self.way_bits = max(1, (cache.ways - 1).bit_length())
+        self.beat_bits = max(1, (self.beats - 1).bit_length())
+        self.words = cache.sets * cache.ways * self.beats
+
+    def set_of(self, addr: Value) -> Value:
+        if self.set_bits == 0:
+            return C(0, 1)
+        return addr[self.offset_bits : self.offset_bits + self.set_bits]
+
+    def tag_of(self, addr: Value) -> Value:
+        return addr[self.offset_bits + self.set_bits :]
+
+    def line_addr(self, tag: Value, set_: Value) -> Value:
+        """The line address of ``tag`` in ``set_``."""
+        if self.set_bits == 0:
+            return Cat(C(0, self.offset_bits), tag)
+        return Cat(C(0, self.offset_bits), set_[: self.set_bits], tag)
+
+    def word(self, set_: Value, way: Value, beat: Value) -> Value:
+        return (set_ * self.ways + way) * self.beats + beat
+
+
+def tag_layout(geom: CacheGeometry) -> data.StructLayout:
+    return data.StructLayout({"tag": geom.tag_bits, "state": CacheState})
+
+
+class CacheArrays(wiring.Component):
+    """Tag/state arrays (one ``Memory`` per way) and the data array (one ``Memory``).
+
+    Ports
+    -----
+    lookup_set : In(set_bits)
+        Set to read; ``lookup`` is its entries, one per way (combinational).
+    lookup : Out(ArrayLayout(tag_layout, ways))
+    tag_we, tag_set, tag_way, tag_data : In(1), In(set_bits), In(way_bits), In(tag_layout)
+        Write one way's tag and state.
+    data_raddr, data_rdata : In(range(words)), Out(data_width)
+        Data read port (combinational).
+    data_waddr, data_wdata, data_wstrb : In(range(words)), In(data_width), In(data_width/8)
+        Data write port, byte-granular (a byte is written when its strobe is set).
+    """
+
+    def __init__(self, geom: CacheGeometry):
+        self.geom = g = geom
+        w = g.fabric.data_width
+        self._tag = tag_layout(g)
+        super().__init__(
+            {
+                "lookup_set": In(max(1, g.set_bits)),
+                "lookup": Out(data.ArrayLayout(self._tag, g.ways)),
+                "tag_we": In(1),
+                "tag_set": In(max(1, g.set_bits)),
+                "tag_way": In(g.way_bits),
+                "tag_data": In(self._tag),
+                "data_raddr": In(range(g.words)),
+                "data_rdata": Out(w),
+                "data_waddr": In(range(g.words)),
+                "data_wdata": In(w),
+                "data_wstrb": In(w // 8),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geom
+        w = g.fabric.data_width
+        for way in range(g.ways):
+            mem = memory.Memory(shape=self._tag, depth=g.sets, init=[])
+            m.submodules[f"tags{way}"] = mem
+            rd = mem.read_port(domain="comb")
+            wr = mem.write_port()
+            m.d.comb += [
+                rd.addr.eq(self.lookup_set),
+                self.lookup[way].eq(rd.data),
+                wr.addr.eq(self.tag_set),
+                wr.data.eq(self.tag_data),
+                wr.en.eq(self.tag_we & (self.tag_way == way)),
+            ]
+        m.submodules.data = mem = memory.Memory(shape=unsigned(w), depth=g.words, init=[])
+        rd = mem.read_port(domain="comb")
+        wr = mem.write_port(granularity=8)
+        m.d.comb += [
+            rd.addr.eq(self.data_raddr),
+            self.data_rdata.eq(rd.data),
+            wr.addr.eq(self.data_waddr),
+            wr.data.eq(self.data_wdata),
+            wr.en.eq(self.data_wstrb),
+        ]
+        return m

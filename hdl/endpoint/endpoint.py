@@ -1,0 +1,710 @@
+"""The caching endpoint: an AXI4 subordinate in front of a MESI cache, on a fabric port.
+
+Structure (``docs/coherence.md`` §3, §4):
+
+* :class:`~.axi_front.AxiFront` splits AXI bursts into per-beat operations, in order.
+* The **controller** (this module) handles one event at a time, by priority: a snoop, a
+  response without data, a response with data, then the held AXI operation. An operation
+  either completes at once (cache hit, unsupported burst) or takes an MSHR (miss, upgrade,
+  non-coherent access, atomic) and the controller moves on: up to ``mshrs`` requests are
+  outstanding. An operation on a line with an active MSHR or a pending eviction waits (it is
+  held while other events are still served).
+* Every accepted operation pushes an entry into an in-order answer queue; an entry that waits
+  for an MSHR leaves once the MSHR is ``done`` (and frees it), so R beats and B responses
+  leave in operation order.
+* A miss that needs a victim copies it into an eviction buffer slot, which answers snoops and
+  keeps the data until the home's ``COMP`` (§3.3).
+* :class:`~.mshr.RequestSender` sends requests from the MSHRs and eviction slots on the REQ
+  VC; the controller only ever waits for the RSP and DAT VCs, which always drain, so snoops
+  are always answered.
+
+Conventions beyond the spec: requests use tag = MSHR index, evictions ``0x80 | slot``;
+``FWD_DATA`` sent by this endpoint carries the home's node (the snoop's ``src``) in ``fwd``,
+and the ``COMP_ACK`` for a received ``FWD_DATA`` goes to that node (for ``COMP_DATA``/``COMP``
+to their ``src``).
+"""
+
+from amaranth import *
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from unifab.coherence.params import CacheParams, EndpointParams
+from unifab.flit import (
+    ADDR_BITS,
+    LINE_BYTES,
+    CacheState,
+    ErrorCode,
+    Header,
+    MsgClass,
+    Opcode,
+    beat_layout,
+)
+from unifab.hdl.endpoint.axi_front import AxiFront, op_layout
+from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
+from unifab.hdl.endpoint.mshr import RequestSender, evict_layout, mshr_layout, pick
+from unifab.hdl.endpoint.snoop import SnoopDecide
+from unifab.hdl.lib.axi import Axi4Signature, AxiParams, AxiResp
+from unifab.hdl.lib.port import FabricLink, FabricToStreams, StreamsToFabric
+
+__all__ = ["Endpoint", "state_change_layout"]
+
+state_change_layout = data.StructLayout({"valid": 1, "addr": ADDR_BITS, "state": CacheState})
+
+
+def _first(m: Module, bits: list[Value], name: str) -> tuple[Signal, Signal]:
+    """(any, index of the first set bit)."""
+    any_ = Signal(name=f"{name}_any")
+    idx = Signal(range(max(2, len(bits))), name=f"{name}_idx")
+    for i in reversed(range(len(bits))):
+        with m.If(bits[i]):
+            m.d.comb += [any_.eq(1), idx.eq(i)]
+    return any_, idx
+
+
+class Endpoint(wiring.Component):
+    """Caching endpoint (AXI4 subordinate → MESI cache with MSHRs → fabric port).
+
+    Ports
+    -----
+    axi : In(Axi4Signature(addr 48, data W, id axi_id_width, awuser 6, buser 64))
+        Loads and stores (full-width INCR bursts), atomics (``awuser``, old value in
+        ``buser``); answers in request order; unsupported bursts ``SLVERR``, fabric
+        ``ERROR(DECODE)`` ``DECERR``, other errors ``SLVERR``.
+    fabric_in : In(FabricLink)
+        Flits from the fabric; ``rx_depth`` flits buffered per VC (the sender's credits).
+    fabric_out : Out(FabricLink)
+        Flits to the fabric; starts with ``tx_credits`` credits per VC.
+    hits, misses, writebacks, snoops, errors : Out(32)
+        Cache hits; misses and upgrades (requests for cacheable lines); ``WRITE_BACK``
+        evictions; snoops answered; AXI answers with ``SLVERR``/``DECERR``.
+    state_change : Out(state_change_layout)
+        Registered event: ``valid`` for one cycle whenever a cache line's state changes
+        (fill, upgrade, silent E→M, snoop, eviction — the line leaving for the eviction
+        buffer reports ``I``); ``addr`` is the line address, ``state`` the new state.
+    mshr_busy, evict_busy : Out(mshrs), Out(mshrs)
+        Which MSHRs / eviction slots are in use (for end-of-test checks).
+    """
+
+    def __init__(self, params: EndpointParams):
+        if not isinstance(params, EndpointParams):
+            raise TypeError(f"params must be EndpointParams, not {type(params).__name__}")
+        self.params = params
+        f = params.fabric
+        self.axi_params = AxiParams(
+            addr_width=ADDR_BITS,
+            data_width=f.data_width,
+            id_width=params.axi_id_width,
+            awuser_width=6,
+            buser_width=64,
+        )
+        super().__init__(
+            {
+                "axi": In(Axi4Signature(self.axi_params)),
+                "fabric_in": In(FabricLink(f)),
+                "fabric_out": Out(FabricLink(f)),
+                "hits": Out(32),
+                "misses": Out(32),
+                "writebacks": Out(32),
+                "snoops": Out(32),
+                "errors": Out(32),
+                "state_change": Out(state_change_layout),
+                "mshr_busy": Out(params.mshrs),
+                "evict_busy": Out(params.mshrs),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        f = p.fabric
+        n = p.mshrs
+        w = f.data_width
+        bb = w // 8
+        beats = f.line_beats
+        beat_shift = (bb - 1).bit_length()
+        node = p.node_id
+        # With no cache, a 1x1 dummy geometry keeps the code uniform; nothing is cacheable.
+        g = CacheGeometry(p.cache or CacheParams(sets=1, ways=1), f)
+        ap = self.axi_params
+
+        # -- submodules and plumbing --------------------------------------------------------
+        m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth)
+        m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
+        m.submodules.front = front = AxiFront(ap)
+        m.submodules.arrays = arrays = CacheArrays(g)
+        m.submodules.sender = sender = RequestSender(f, node_id=node, n=n, way_bits=g.way_bits)
+        m.submodules.decide = decide = SnoopDecide()
+        wiring.connect(m, wiring.flipped(self.fabric_in), rx.port)
+        wiring.connect(m, tx.port, wiring.flipped(self.fabric_out))
+        wiring.connect(m, wiring.flipped(self.axi), front.axi)
+        wiring.connect(m, sender.out, tx.streams[f.vc_of(MsgClass.REQ)])
+
+        snp_in = rx.streams[f.vc_of(MsgClass.SNP)]
+        rsp_in = rx.streams[f.vc_of(MsgClass.RSP)]
+        dat_in = rx.streams[f.vc_of(MsgClass.DAT)]
+        for v in range(f.vcs):
+            if v not in (1, 2, 3):
+                m.d.comb += rx.streams[v].ready.eq(1)  # nothing else is for us: drained
+        m.d.comb += tx.streams[f.vc_of(MsgClass.SNP)].valid.eq(0)
+        for v in range(4, f.vcs):
+            m.d.comb += tx.streams[v].valid.eq(0)
+        rsp_out = tx.streams[f.vc_of(MsgClass.RSP)]
+        dat_out = tx.streams[f.vc_of(MsgClass.DAT)]
+
+        mshr = Signal(data.ArrayLayout(mshr_layout(f, way_bits=g.way_bits), n))
+        ev = Signal(data.ArrayLayout(evict_layout(), n))
+        m.d.comb += [sender.mshrs.eq(mshr), sender.evicts.eq(ev)]
+        m.d.comb += [
+            self.mshr_busy.eq(Cat(mshr[i].busy for i in range(n))),
+            self.evict_busy.eq(Cat(ev[i].busy for i in range(n))),
+        ]
+
+        # Eviction data: slot e's line in words e * beats .. + beats - 1.
+        m.submodules.evdata = evmem = Memory(shape=unsigned(w), depth=n * beats, init=[])
+        ev_wr = evmem.write_port()
+        ev_rd_send = evmem.read_port(domain="comb")
+        ev_rd_snp = evmem.read_port(domain="comb")
+        m.d.comb += [ev_rd_send.addr.eq(sender.edata_addr), sender.edata.eq(ev_rd_send.data)]
+
+        with m.If(sender.req_sent):
+            for i in range(n):
+                with m.If(sender.sent_idx == i):
+                    m.d.sync += mshr[i].pending.eq(0)
+        with m.If(sender.evict_sent):
+            for i in range(n):
+                with m.If(sender.sent_idx == i):
+                    m.d.sync += ev[i].pending.eq(0)
+
+        # -- in-order answer queue ----------------------------------------------------------
+        rq_layout = data.StructLayout(
+            {
+                "write": 1,
+                "last": 1,
+                "id": ap.id_width,
+                "wait": 1,  # the answer comes from MSHR `idx` once it is done
+                "idx": range(n),
+                "resp": 2,
+                "data": w,
+                "buser": 64,
+            }
+        )
+        m.submodules.rq = rq = SyncFIFO(width=rq_layout.size, depth=n + 4)
+        rq_in = Signal(rq_layout)
+        rq_head = Signal(rq_layout)
+        m.d.comb += [rq.w_data.eq(rq_in), rq_head.eq(rq.r_data)]
+        src = pick(m, mshr, rq_head.idx, n, "head_mshr")
+        ans = front.resps.payload
+        m.d.comb += [
+            front.resps.valid.eq(rq.r_rdy & (~rq_head.wait | src.done)),
+            ans.write.eq(rq_head.write),
+            ans.last.eq(rq_head.last),
+            ans.id.eq(rq_head.id),
+            ans.resp.eq(Mux(rq_head.wait, src.resp, rq_head.resp)),
+            ans.data.eq(Mux(rq_head.wait, src.rdata, rq_head.data)),
+            ans.buser.eq(Mux(rq_head.wait, src.buser, rq_head.buser)),
+            rq.r_en.eq(front.resps.valid & front.resps.ready),
+        ]
+        with m.If(rq.r_en):
+            with m.If(rq_head.wait):
+                for i in range(n):
+                    with m.If(rq_head.idx == i):
+                        m.d.sync += mshr[i].busy.eq(0)
+            with m.If(ans.resp != AxiResp.OKAY):
+                m.d.sync += self.errors.eq(self.errors + 1)
+
+        # -- state change events (registered) -----------------------------------------------
+        sc = Signal(state_change_layout)
+        m.d.sync += self.state_change.eq(sc)
+
+        # -- lookup at lk_addr --------------------------------------------------------------
+        lk_addr = Signal(ADDR_BITS)
+        lset = Signal(max(1, g.set_bits))
+        ltag = Signal(g.tag_bits)
+        lline = Signal(ADDR_BITS - 6)
+        m.d.comb += [
+            lset.eq(g.set_of(lk_addr)),
+            ltag.eq(g.tag_of(lk_addr)),
+            lline.eq(lk_addr[6:]),
+            arrays.lookup_set.eq(lset),
+        ]
+        hit_bits = [
+            (arrays.lookup[way].state != CacheState.I) & (arrays.lookup[way].tag == ltag)
+            for way in range(g.ways)
+        ]
+        hit, hit_way = _first(m, hit_bits, "hit")
+        hit_state = Signal(CacheState)
+        m.d.comb += hit_state.eq(
+            Mux(hit, pick(m, arrays.lookup, hit_way, g.ways, "hit_entry").state, CacheState.I)
+        )
+        reserved = []
+        for way in range(g.ways):
+            r = Signal(name=f"reserved{way}")
+            m.d.comb += r.eq(
+                Cat(
+                    mshr[i].busy
+                    & mshr[i].active
+                    & mshr[i].cached
+                    & (g.set_of(mshr[i].addr) == lset)
+                    & (mshr[i].way == way)
+                    for i in range(n)
+                ).any()
+            )
+            reserved.append(r)
+        free_way_any, free_way = _first(
+            m,
+            [(arrays.lookup[w_].state == CacheState.I) & ~reserved[w_] for w_ in range(g.ways)],
+            "inv",
+        )
+        unres_any, unres_way = _first(m, [~r for r in reserved], "unres")
+        rr = Signal(g.way_bits)  # round-robin victim pointer
+        victim_way = Signal(g.way_bits)
+        rr_ok = Signal()
+        m.d.comb += rr_ok.eq(~Cat(reserved).bit_select(rr, 1))
+        m.d.comb += victim_way.eq(Mux(free_way_any, free_way, Mux(rr_ok, rr, unres_way)))
+        victim = pick(m, arrays.lookup, victim_way, g.ways, "victim")
+        victim_valid = Signal()
+        m.d.comb += victim_valid.eq(victim.state != CacheState.I)
+
+        conflict = Signal()
+        m.d.comb += conflict.eq(
+            Cat(
+                *(mshr[i].busy & mshr[i].active & (mshr[i].addr[6:] == lline) for i in range(n)),
+                *(ev[i].busy & (ev[i].addr[6:] == lline) for i in range(n)),
+            ).any()
+        )
+        ev_hit, ev_hit_idx = _first(
+            m, [ev[i].busy & ev[i].snoop & (ev[i].addr[6:] == lline) for i in range(n)], "evhit"
+        )
+        free_mshr_any, free_mshr = _first(m, [~mshr[i].busy for i in range(n)], "fm")
+        free_ev_any, free_ev = _first(m, [~ev[i].busy for i in range(n)], "fe")
+
+        # -- controller registers -----------------------------------------------------------
+        hdr = Signal(Header)  # the message being handled
+        op = Signal(op_layout(ap))
+        op_held = Signal()
+        b = Signal(range(beats + 1))
+        src_evict = Signal()
+        src_word = Signal(range(g.words))
+        src_ev = Signal(range(n))
+        s_forward = Signal()
+        s_fwd_state = Signal(CacheState)
+        s_resp_op = Signal(Opcode, init=Opcode.SNP_RESP_I)
+        s_resp_state = Signal(CacheState)
+        s_resp_data = Signal()
+        ack = Signal(Header)
+        copy_ev = Signal(range(n))
+        copy_word = Signal(range(g.words))
+
+        def beat_of(addr: Value) -> Value:
+            return addr[beat_shift:6] if beats > 1 else C(0, 1)
+
+        def line(addr: Value) -> Value:
+            return addr & ~C(LINE_BYTES - 1, ADDR_BITS)
+
+        def strb_mask(strb: Value) -> Value:
+            return Cat(s.replicate(8) for s in strb)
+
+        # Data array ports, driven per state below.
+        beat_in = Signal(beat_layout(f))
+        m.d.comb += beat_in.eq(dat_in.payload.payload)
+
+        # Snoop data source (cache line or eviction slot), by beat.
+        src_data = Signal(w)
+        m.d.comb += [
+            ev_rd_snp.addr.eq(src_ev * beats + b),
+            src_data.eq(Mux(src_evict, ev_rd_snp.data, arrays.data_rdata)),
+        ]
+
+        # Cacheable: a cache exists and the address is in no non-cacheable window.
+        cacheable = Signal()
+        if p.cache is not None:
+            nc = (
+                Cat((op.addr >= win.base) & (op.addr < win.end) for win in p.noncacheable).any()
+                if p.noncacheable
+                else C(0)
+            )
+            m.d.comb += cacheable.eq(~nc)
+
+        # MSHR of the message being handled (responses carry tag = MSHR index).
+        k = Signal(range(max(2, n)))
+        m.d.comb += k.eq(hdr.tag[: max(1, (n - 1).bit_length())])
+        mk = pick(m, mshr, k, n, "mk")
+        k_ok = Signal()
+        m.d.comb += k_ok.eq((hdr.tag < n) & mk.busy & mk.active)
+        e_idx = Signal(range(max(2, n)))
+        m.d.comb += e_idx.eq(hdr.tag[: max(1, (n - 1).bit_length())])
+        e_ok = Signal()
+        m.d.comb += e_ok.eq(hdr.tag[7] & (hdr.tag[:7] < n))
+
+        def mshr_set(idx: Value, **fields) -> None:
+            for i in range(n):
+                with m.If(idx == i):
+                    m.d.sync += [getattr(mshr[i], key).eq(v) for key, v in fields.items()]
+
+        def ev_set(idx: Value, **fields) -> None:
+            for i in range(n):
+                with m.If(idx == i):
+                    m.d.sync += [getattr(ev[i], key).eq(v) for key, v in fields.items()]
+
+        def tag_write(set_: Value, way: Value, tag: Value, state: Value, event: bool = True):
+            m.d.comb += [
+                arrays.tag_we.eq(1),
+                arrays.tag_set.eq(set_),
+                arrays.tag_way.eq(way),
+                arrays.tag_data.tag.eq(tag),
+                arrays.tag_data.state.eq(state),
+            ]
+            if event:
+                m.d.comb += [
+                    sc.valid.eq(1),
+                    sc.addr.eq(g.line_addr(tag, set_)),
+                    sc.state.eq(state),
+                ]
+
+        def push(*, resp=AxiResp.OKAY, rdata=0, wait=0, idx=0) -> None:
+            m.d.comb += [
+                rq.w_en.eq(1),
+                rq_in.write.eq(op.write),
+                rq_in.last.eq(op.last),
+                rq_in.id.eq(op.id),
+                rq_in.resp.eq(resp),
+                rq_in.data.eq(rdata),
+                rq_in.wait.eq(wait),
+                rq_in.idx.eq(idx),
+            ]
+            m.d.sync += op_held.eq(0)
+
+        def allocate(opcode: Value, *, cached=0, store=0, way=0, size=0) -> None:
+            mshr_set(
+                free_mshr,
+                busy=1,
+                active=1,
+                pending=1,
+                done=0,
+                opcode=opcode,
+                cached=cached,
+                store=store,
+                addr=op.addr,
+                way=way,
+                size=size,
+                data=op.data,
+                strb=op.strb,
+                resp=AxiResp.OKAY,
+                rdata=0,
+                buser=0,
+            )
+            push(wait=1, idx=free_mshr)
+
+        def complete(idx: Value, resp: Value = AxiResp.OKAY) -> None:
+            mshr_set(idx, done=1, active=0, pending=0, resp=resp)
+
+        def send_ack(dst: Value) -> None:
+            m.d.sync += [
+                ack.opcode.eq(Opcode.COMP_ACK),
+                ack.cls.eq(MsgClass.RSP),
+                ack.src.eq(node),
+                ack.dst.eq(dst),
+                ack.tag.eq(hdr.tag),
+                ack.addr.eq(line(hdr.addr)),
+            ]
+            m.next = "ACK"
+
+        out_hdr = Signal(Header)  # header for the snoop answers
+        m.d.comb += [
+            out_hdr.cls.eq(MsgClass.DAT),
+            out_hdr.src.eq(node),
+            out_hdr.tag.eq(hdr.tag),
+            out_hdr.addr.eq(line(hdr.addr)),
+        ]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(snp_in.valid):
+                    m.d.comb += snp_in.ready.eq(1)
+                    h = Signal(Header)
+                    m.d.comb += h.eq(snp_in.payload.payload[:128])
+                    m.d.sync += [hdr.eq(h), lk_addr.eq(h.addr)]
+                    with m.If(snp_in.payload.head):
+                        m.next = "SNP"
+                with m.Elif(rsp_in.valid):
+                    m.d.comb += rsp_in.ready.eq(1)
+                    m.d.sync += hdr.eq(rsp_in.payload.payload[:128])
+                    with m.If(rsp_in.payload.head):
+                        m.next = "RSP"
+                with m.Elif(dat_in.valid):
+                    m.d.comb += dat_in.ready.eq(1)
+                    m.d.sync += [hdr.eq(dat_in.payload.payload[:128]), b.eq(0)]
+                    with m.If(dat_in.payload.head & ~dat_in.payload.tail):
+                        m.next = "DAT"
+                with m.Elif(op_held):
+                    m.d.sync += lk_addr.eq(op.addr)
+                    m.next = "OP"
+                with m.Elif(front.ops.valid & rq.w_rdy):
+                    m.d.comb += front.ops.ready.eq(1)
+                    m.d.sync += [op.eq(front.ops.payload), op_held.eq(1)]
+                    m.d.sync += lk_addr.eq(front.ops.payload.addr)
+                    m.next = "OP"
+
+            # ---- snoops ------------------------------------------------------------------
+            with m.State("SNP"):
+                m.d.comb += [
+                    decide.opcode.eq(hdr.opcode),
+                    decide.cache_state.eq(hit_state),
+                    decide.in_evict.eq(ev_hit),
+                    decide.evict_dirty.eq(pick(m, ev, ev_hit_idx, n, "ev_hit_entry").dirty),
+                ]
+                with m.If(hit & (decide.new_state != hit_state)):
+                    tag_write(lset, hit_way, ltag, decide.new_state)
+                with m.If(ev_hit & decide.evict_drop):
+                    ev_set(ev_hit_idx, snoop=0)
+                m.d.sync += [
+                    src_evict.eq(~hit),
+                    src_word.eq(g.word(lset, hit_way, 0)),
+                    src_ev.eq(ev_hit_idx),
+                    s_forward.eq(decide.forward),
+                    s_fwd_state.eq(decide.fwd_state),
+                    s_resp_op.eq(decide.resp_opcode),
+                    s_resp_state.eq(decide.resp_state),
+                    s_resp_data.eq(decide.resp_data),
+                    b.eq(0),
+                    self.snoops.eq(self.snoops + 1),
+                ]
+                with m.If(decide.forward):
+                    m.next = "SNP_FWD_H"
+                with m.Elif(decide.resp_data):
+                    m.next = "SNP_RD_H"
+                with m.Else():
+                    m.next = "SNP_RSP"
+            with m.State("SNP_FWD_H"):
+                m.d.comb += [
+                    out_hdr.opcode.eq(Opcode.FWD_DATA),
+                    out_hdr.dst.eq(hdr.fwd),
+                    out_hdr.fwd.eq(hdr.src),
+                    out_hdr.state.eq(s_fwd_state),
+                    dat_out.valid.eq(1),
+                    dat_out.payload.head.eq(1),
+                    dat_out.payload.payload.eq(out_hdr),
+                ]
+                with m.If(dat_out.ready):
+                    m.next = "SNP_FWD_D"
+            with m.State("SNP_FWD_D"):
+                m.d.comb += [
+                    arrays.data_raddr.eq(src_word + b),
+                    dat_out.valid.eq(1),
+                    dat_out.payload.tail.eq(b == beats - 1),
+                    dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
+                ]
+                with m.If(dat_out.ready):
+                    m.d.sync += b.eq(b + 1)
+                    with m.If(b == beats - 1):
+                        m.d.sync += b.eq(0)
+                        with m.If(s_resp_data):
+                            m.next = "SNP_RD_H"
+                        with m.Else():
+                            m.next = "SNP_RSP"
+            with m.State("SNP_RD_H"):
+                m.d.comb += [
+                    out_hdr.opcode.eq(Opcode.SNP_RESP_DATA),
+                    out_hdr.dst.eq(hdr.src),
+                    out_hdr.state.eq(s_resp_state),
+                    dat_out.valid.eq(1),
+                    dat_out.payload.head.eq(1),
+                    dat_out.payload.payload.eq(out_hdr),
+                ]
+                with m.If(dat_out.ready):
+                    m.next = "SNP_RD_D"
+            with m.State("SNP_RD_D"):
+                m.d.comb += [
+                    arrays.data_raddr.eq(src_word + b),
+                    dat_out.valid.eq(1),
+                    dat_out.payload.tail.eq(b == beats - 1),
+                    dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
+                ]
+                with m.If(dat_out.ready):
+                    m.d.sync += b.eq(b + 1)
+                    with m.If(b == beats - 1):
+                        m.d.sync += b.eq(0)
+                        m.next = "IDLE"
+            with m.State("SNP_RSP"):
+                rh = Signal(Header)
+                m.d.comb += [
+                    rh.opcode.eq(s_resp_op),
+                    rh.cls.eq(MsgClass.RSP),
+                    rh.src.eq(node),
+                    rh.dst.eq(hdr.src),
+                    rh.tag.eq(hdr.tag),
+                    rh.addr.eq(line(hdr.addr)),
+                    rh.state.eq(s_resp_state),
+                    rsp_out.valid.eq(1),
+                    rsp_out.payload.head.eq(1),
+                    rsp_out.payload.tail.eq(1),
+                    rsp_out.payload.payload.eq(rh),
+                ]
+                with m.If(rsp_out.ready):
+                    m.next = "IDLE"
+
+            # ---- responses without data --------------------------------------------------
+            with m.State("RSP"):
+                m.next = "IDLE"
+                is_err = hdr.opcode == Opcode.ERROR
+                err_resp = Mux(hdr.err == ErrorCode.DECODE, AxiResp.DECERR, AxiResp.SLVERR)
+                with m.If(e_ok), m.If((hdr.opcode == Opcode.COMP) | is_err):
+                    ev_set(e_idx, busy=0, pending=0, snoop=0)
+                with m.Elif(k_ok):
+                    with m.If(is_err):
+                        complete(k, err_resp)
+                    with m.Elif((hdr.opcode == Opcode.COMP) & (mk.opcode == Opcode.UPGRADE)):
+                        # Upgrade granted: merge the store into the S copy, now M.
+                        m.d.comb += [
+                            arrays.data_waddr.eq(
+                                g.word(g.set_of(mk.addr), mk.way, beat_of(mk.addr))
+                            ),
+                            arrays.data_wdata.eq(mk.data),
+                            arrays.data_wstrb.eq(mk.strb),
+                        ]
+                        tag_write(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), CacheState.M)
+                        complete(k)
+                        send_ack(hdr.src)
+                    with m.Elif((hdr.opcode == Opcode.COMP) & (mk.opcode == Opcode.NC_WRITE)):
+                        complete(k)
+
+            # ---- responses with data -----------------------------------------------------
+            with m.State("DAT"):
+                m.d.comb += dat_in.ready.eq(1)
+                is_line = (hdr.opcode == Opcode.COMP_DATA) | (hdr.opcode == Opcode.FWD_DATA)
+                with m.If(dat_in.valid):
+                    m.d.sync += b.eq(b + 1)
+                    with m.If(k_ok & is_line & mk.cached):
+                        merged = Signal(w)
+                        m.d.comb += merged.eq(beat_in.data)
+                        with m.If(mk.store & (b == beat_of(mk.addr))):
+                            m.d.comb += merged.eq(
+                                (beat_in.data & ~strb_mask(mk.strb))
+                                | (mk.data & strb_mask(mk.strb))
+                            )
+                        m.d.comb += [
+                            arrays.data_waddr.eq(g.word(g.set_of(mk.addr), mk.way, b)),
+                            arrays.data_wdata.eq(merged),
+                            arrays.data_wstrb.eq(-1),
+                        ]
+                    with m.If(k_ok & (b == beat_of(mk.addr))):
+                        mshr_set(k, rdata=beat_in.data)
+                    with m.If(k_ok & (hdr.opcode == Opcode.ATOMIC_DATA)):
+                        mshr_set(k, buser=beat_in.data[:64], rdata=beat_in.data)
+                    with m.If(dat_in.payload.tail):
+                        m.next = "DAT_END"
+            with m.State("DAT_END"):
+                m.next = "IDLE"
+                is_line = (hdr.opcode == Opcode.COMP_DATA) | (hdr.opcode == Opcode.FWD_DATA)
+                poison_resp = Mux(hdr.poison, AxiResp.SLVERR, AxiResp.OKAY)
+                with m.If(k_ok & is_line & mk.cached):
+                    new_state = Mux(
+                        hdr.poison, CacheState.I, Mux(mk.store, CacheState.M, hdr.state)
+                    )
+                    tag_write(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), new_state)
+                    complete(k, poison_resp)
+                    send_ack(Mux(hdr.opcode == Opcode.FWD_DATA, hdr.fwd, hdr.src))
+                with m.Elif(k_ok & (hdr.opcode == Opcode.COMP_DATA)):
+                    complete(k, poison_resp)  # NC_READ
+                with m.Elif(k_ok & (hdr.opcode == Opcode.ATOMIC_DATA)):
+                    complete(k, poison_resp)
+            with m.State("ACK"):
+                m.d.comb += [
+                    rsp_out.valid.eq(1),
+                    rsp_out.payload.head.eq(1),
+                    rsp_out.payload.tail.eq(1),
+                    rsp_out.payload.payload.eq(ack),
+                ]
+                with m.If(rsp_out.ready):
+                    m.next = "IDLE"
+
+            # ---- the held AXI operation ---------------------------------------------------
+            with m.State("OP"):
+                m.next = "IDLE"
+                aop = op.user[:4]
+                asize = op.user[4:6]
+                nbytes = Signal(5)
+                m.d.comb += nbytes.eq(1 << asize)
+                is_atomic = op.write & (aop != 0)
+                bad_atomic = (
+                    (aop > 8)
+                    | ((op.addr[:4] & (nbytes - 1)[:4]) != 0)
+                    | ((aop == 3) & ((op.addr[:5] & ((nbytes << 1) - 1)[:5]) != 0))
+                    | ((op.addr[:beat_shift] + Mux(aop == 3, nbytes << 1, nbytes)) > bb)
+                )
+                opbeat = beat_of(op.addr)
+                m.d.comb += arrays.data_raddr.eq(g.word(lset, hit_way, opbeat))
+                with m.If(op.err | (is_atomic & bad_atomic)):
+                    push(resp=AxiResp.SLVERR)
+                with m.Elif(is_atomic), m.If(free_mshr_any & ~conflict):
+                    allocate(Opcode.ATOMIC_ADD.value - 1 + aop, size=asize)
+                with m.Elif(~cacheable), m.If(free_mshr_any & ~conflict):
+                    allocate(Mux(op.write, Opcode.NC_WRITE, Opcode.NC_READ))
+                with m.Elif(conflict):
+                    pass  # wait for the line's MSHR / eviction
+                with m.Elif(hit & ~op.write):
+                    push(rdata=arrays.data_rdata)
+                    m.d.sync += self.hits.eq(self.hits + 1)
+                with m.Elif(hit & (hit_state != CacheState.S)):
+                    m.d.comb += [
+                        arrays.data_waddr.eq(g.word(lset, hit_way, opbeat)),
+                        arrays.data_wdata.eq(op.data),
+                        arrays.data_wstrb.eq(op.strb),
+                    ]
+                    with m.If(hit_state == CacheState.E):
+                        tag_write(lset, hit_way, ltag, CacheState.M)
+                    push()
+                    m.d.sync += self.hits.eq(self.hits + 1)
+                with m.Elif(hit & free_mshr_any):  # store to S (waits without an MSHR)
+                    allocate(Opcode.UPGRADE, cached=1, store=1, way=hit_way)
+                    m.d.sync += self.misses.eq(self.misses + 1)
+                with m.Elif(hit):
+                    pass
+                with m.Elif(free_mshr_any & unres_any & (~victim_valid | free_ev_any)):
+                    allocate(
+                        Mux(op.write, Opcode.READ_UNIQUE, Opcode.READ_SHARED),
+                        cached=1,
+                        store=op.write,
+                        way=victim_way,
+                    )
+                    m.d.sync += self.misses.eq(self.misses + 1)
+                    tag_write(lset, victim_way, ltag, CacheState.I, event=False)
+                    with m.If(victim_valid):
+                        m.d.comb += [
+                            sc.valid.eq(1),
+                            sc.addr.eq(g.line_addr(victim.tag, lset)),
+                            sc.state.eq(CacheState.I),
+                        ]
+                        dirty = victim.state == CacheState.M
+                        ev_set(
+                            free_ev,
+                            busy=1,
+                            pending=0,
+                            snoop=1,
+                            dirty=dirty,
+                            addr=g.line_addr(victim.tag, lset),
+                        )
+                        m.d.sync += [
+                            copy_ev.eq(free_ev),
+                            copy_word.eq(g.word(lset, victim_way, 0)),
+                            b.eq(0),
+                            rr.eq(Mux(rr == g.ways - 1, 0, rr + 1)),
+                        ]
+                        with m.If(dirty):
+                            m.d.sync += self.writebacks.eq(self.writebacks + 1)
+                        m.next = "EVICT_COPY"
+            with m.State("EVICT_COPY"):
+                m.d.comb += [
+                    arrays.data_raddr.eq(copy_word + b),
+                    ev_wr.addr.eq(copy_ev * beats + b),
+                    ev_wr.data.eq(arrays.data_rdata),
+                    ev_wr.en.eq(1),
+                ]
+                m.d.sync += b.eq(b + 1)
+                with m.If(b == beats - 1):
+                    m.d.sync += b.eq(0)
+                    ev_set(copy_ev, pending=1)
+                    m.next = "IDLE"
+        return m
