@@ -171,7 +171,8 @@ class Header(data.Struct):
     """The 128-bit message header, least significant field first.
 
     ``size`` is log2 of the access size in bytes for NC_READ and atomics (0..6);
-    ``fwd`` names the node a snooped cache forwards data to; ``rsvd`` must be zero.
+    ``fwd`` names the node a snooped cache forwards data to (in a snoop) or the home (in a
+    ``FWD_DATA``, for the requester's ``COMP_ACK``); ``rsvd`` must be zero.
     """
 
     opcode: Opcode

@@ -478,8 +478,8 @@ HEADER_MEANING = {
     "dst": "Node the message is routed to.",
     "tag": "Transaction tag: with the requester's node ID it names an outstanding transaction; "
     "every message the transaction causes carries it.",
-    "fwd": "SNP_SHARED / SNP_UNIQUE: node the snooped cache forwards the line to (the "
-    "requester). 0 otherwise.",
+    "fwd": "Snoops: the requester (SNP_SHARED / SNP_UNIQUE forward the line to it). FWD_DATA: "
+    "the home, where the requester sends its COMP_ACK. 0 otherwise.",
     "addr": "Global byte address (line-aligned for coherent requests).",
     "size": "log2 of the access size in bytes for NC_READ and atomics (0..6).",
     "state": "Cache state granted (COMP_DATA, FWD_DATA, COMP) or kept by the snooped cache "
