@@ -16,7 +16,13 @@ from unifab.tb.runner import run_bench, selected_sim
 from unifab.testing import seed_from_env
 from unifab.tools import build_root
 
-__all__ = ["default_seed", "link_bench", "switch_bench", "switch_bench_config"]
+__all__ = [
+    "coherence_bench",
+    "default_seed",
+    "link_bench",
+    "switch_bench",
+    "switch_bench_config",
+]
 
 
 def default_seed(fallback: int = 1) -> int:
@@ -34,6 +40,7 @@ def _run_with_result(
     sim: str,
     waves: bool | None,
     extra_sources=(),
+    testcase: str | None = None,
 ) -> dict[str, Any]:
     """Run a bench whose cocotb test writes its figures to ``settings['result_file']``."""
     out = build_root() / "results"
@@ -49,6 +56,7 @@ def _run_with_result(
         waves=waves,
         name=tag,
         extra_sources=tuple(extra_sources),
+        testcase=testcase,
     )
     return json.loads(Path(result_file).read_text())
 
@@ -198,4 +206,59 @@ def switch_bench(
             "mix": mix,
         }
     )
+    return result
+
+
+def coherence_bench(
+    *,
+    preset: str = "default",
+    agents: int | None = None,
+    test: str = "coherence_stress",
+    workloads: tuple[str, ...] | None = None,
+    ops: int = 200,
+    outstanding: int = 4,
+    p_idle: float = 0.2,
+    p_stall: float = 0.2,
+    seed: int = 1,
+    sim: str | None = None,
+    waves: bool | None = None,
+) -> dict[str, Any]:
+    """Run a coherent-system bench (``coherence_stress`` or ``coherence_latency``) on a
+    :data:`~unifab.coherence.params.SYSTEM_PRESETS` system (with ``agents`` endpoints when
+    given) and return its results."""
+    from unifab.coherence.system import WORKLOADS
+    from unifab.hdl.top.coherent import CoherentSystem
+    from unifab.tb.coherence_bench import bench_system_params
+
+    params = bench_system_params(preset, agents)
+    workloads = tuple(workloads or sorted(WORKLOADS))
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise ValueError(f"workload must be one of {', '.join(sorted(WORKLOADS))}, not {w!r}")
+    if ops < 1:
+        raise ValueError(f"ops must be positive, not {ops}")
+    sim = selected_sim(sim)
+    top = CoherentSystem(params)
+    tag = f"coherence-{test}-{preset}-a{params.endpoints}-{sim}-s{seed}-n{ops}"
+    settings = {
+        "seed": seed,
+        "preset": preset,
+        "agents": params.endpoints,
+        "workloads": list(workloads),
+        "ops": ops,
+        "outstanding": outstanding,
+        "p_idle": p_idle,
+        "p_stall": p_stall,
+    }
+    result = _run_with_result(
+        top=top,
+        toplevel="coherent_system",
+        test_module="unifab.tb.coherence_bench",
+        tag=tag,
+        settings=settings,
+        sim=sim,
+        waves=waves,
+        testcase=test,
+    )
+    result.update({"sim": sim, "preset": preset, "seed": seed})
     return result

@@ -163,6 +163,58 @@ def _bench_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+COHERENCE_COLUMNS = (
+    "load_hit",
+    "store_hit",
+    "remote_read_clean",
+    "memory_read",
+    "remote_read_clean_fabric",
+    "remote_read_forward",
+    "upgrade",
+    "atomic_contended",
+)
+
+
+def _bench_coherence(args: argparse.Namespace) -> int:
+    from unifab.tb.benches import coherence_bench
+
+    if not 2 <= args.agents <= 14:
+        raise UsageError(f"--agents must be 2..14, not {args.agents}")
+    latency = coherence_bench(
+        preset=args.preset,
+        agents=args.agents,
+        test="coherence_latency",
+        seed=args.seed,
+        sim=args.sim,
+        waves=args.waves or None,
+    )
+    stress = coherence_bench(
+        preset=args.preset,
+        agents=args.agents,
+        ops=args.ops,
+        seed=args.seed,
+        sim=args.sim,
+        waves=args.waves or None,
+    )
+    print(
+        f"coherent system: {args.agents} endpoints, preset {args.preset}, cycles at the AXI ports"
+    )
+    _print_table([latency], COHERENCE_COLUMNS)
+    for name, w in stress["workloads"].items():
+        print(f"stress {name}: {w['ops']} operations in {w['cycles']} cycles")
+    summary = {
+        "agents": args.agents,
+        "preset": args.preset,
+        "seed": args.seed,
+        **{k: latency[k] for k in COHERENCE_COLUMNS},
+        "ops": latency["ops"] + stress["ops"],
+        "checked_loads": latency["checked_loads"] + stress["checked_loads"],
+        "violations": latency["violations"] + stress["violations"],
+    }
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
 def _verilog(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -179,6 +231,8 @@ def _verilog(args: argparse.Namespace) -> int:
         f"switch_{name.replace('-', '_')}": (lambda p=p: Switch(p, SwitchConfig()))
         for name, p in SWITCH_PRESETS.items()
     }
+    if args.preset is not None:
+        return _verilog_preset(args)
     names = sorted(tops) if args.all else [args.top]
     for name in names:
         if name not in tops:
@@ -190,6 +244,31 @@ def _verilog(args: argparse.Namespace) -> int:
         path.write_text(verilog.convert(tops[name](), name=name, emit_src=False))
         print(f"wrote {path}")
     return 0
+
+
+def _verilog_preset(args: argparse.Namespace) -> int:
+    """``verilog --preset NAME -o FILE``: the system top of a topology (preset or .toml)."""
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    from unifab.hdl.top.supernode import SuperNode
+    from unifab.topology import load_topology
+
+    topology = load_topology(args.preset)
+    out = Path(args.output)
+    if out.suffix not in (".v", ".sv"):
+        out = out / f"supernode_{topology.name.replace('-', '_')}.v"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(verilog.convert(SuperNode(topology), name="supernode", emit_src=False))
+    print(f"wrote {out} (top module supernode, topology {topology.name})")
+    return 0
+
+
+def _wave_decode(args: argparse.Namespace) -> int:
+    from unifab.waves import run_filter
+
+    return run_filter(layout=args.layout, data_width=args.data_width)
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -292,11 +371,44 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("--waves", action="store_true", help="dump waveforms")
     switch.set_defaults(func=_bench_switch)
 
+    coherence = bench_sub.add_parser(
+        "coherence",
+        help="coherent system: access latencies and a checked stress run",
+        description="Latency of each kind of coherent access at the endpoints' AXI ports (one"
+        " switch hop, no link layer, memory latency reported separately), then the stress"
+        " workloads with every checker on.",
+    )
+    coherence.add_argument("--agents", type=_positive, default=4, metavar="N", help="endpoints")
+    coherence.add_argument("--preset", default="default", help="system preset (default)")
+    coherence.add_argument("--ops", type=_positive, default=200, help="stress ops per agent")
+    coherence.add_argument("--seed", type=int, default=1, metavar="S")
+    coherence.add_argument("--sim", choices=("verilator", "icarus"), default=None)
+    coherence.add_argument("--waves", action="store_true", help="dump waveforms")
+    coherence.set_defaults(func=_bench_coherence)
+
     verilog = sub.add_parser("verilog", help="write generated Verilog")
     verilog.add_argument("--top", default="link_default", help="which top (default link_default)")
     verilog.add_argument("--all", action="store_true", help="every top")
-    verilog.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    verilog.add_argument(
+        "-o", "--output", default="build/verilog", help="output folder (or .v file with --preset)"
+    )
+    verilog.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="write the system top of a topology preset (small, default, two-level) or .toml file",
+    )
     verilog.set_defaults(func=_verilog)
+
+    wave = sub.add_parser(
+        "wave-decode",
+        help="GTKWave translate filter: hex flits on stdin, header text on stdout",
+        description="Reads one hex value per line (a fabric flit: head, tail, payload; or a bare"
+        " header with --layout header) and prints one line of text per value, flushed.",
+    )
+    wave.add_argument("--layout", choices=("flit", "header"), default="flit")
+    wave.add_argument("--data-width", type=int, choices=(128, 256, 512), default=128)
+    wave.set_defaults(func=_wave_decode)
 
     sim = sub.add_parser("sim", help="the regression: every bench, a summary and a report")
     sim.add_argument("--jobs", type=_positive, default=2, help="parallel simulations")

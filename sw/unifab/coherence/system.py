@@ -184,7 +184,7 @@ def _op(kind: str, addr: int, **kw) -> CoreOp:
 def _word(cfg: SystemConfig, rng: random.Random, lines: int, *, cacheable: bool = True) -> int:
     base = cfg.home_base
     nc = cfg.noncacheable_lines
-    if cacheable:
+    if cacheable or not nc:
         line = nc + rng.randrange(lines)
     else:
         line = rng.randrange(nc)
