@@ -15,9 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
-
-from unifab.tools import build_root, prepend_verilator_path
+from unifab.tools import build_root, prepend_verilator_path, verilog_text
 
 __all__ = ["BenchResult", "run_bench", "selected_sim", "waves_enabled"]
 
@@ -85,7 +83,7 @@ def run_bench(
     quiet = os.environ.get("UNIFAB_QUIET", "") not in ("", "0")
     prepend_verilator_path()
 
-    text = verilog.convert(design, name=toplevel, emit_src=False)
+    text = verilog_text(design, name=toplevel)
     extra_text = "".join(Path(x).read_text() for x in extra_sources)
     digest = hashlib.sha1(f"{sim}:{waves}:{text}{extra_text}".encode()).hexdigest()[:12]
     build_dir = build_root() / "sim" / f"{toplevel}-{sim}-{digest}"

@@ -218,12 +218,11 @@ def _bench_coherence(args: argparse.Namespace) -> int:
 def _verilog(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from amaranth.back import verilog
-
     from unifab.hdl.link.layer import LinkLayer
     from unifab.hdl.switch.switch import Switch
     from unifab.params import LINK_PRESETS
     from unifab.switch_config import SWITCH_PRESETS, SwitchConfig
+    from unifab.tools import verilog_text
 
     tops = {f"link_{name}": (lambda p=p: LinkLayer(p)) for name, p in LINK_PRESETS.items()}
     # Switch tops come up with empty tables; program them through the cfg_* register port.
@@ -241,7 +240,7 @@ def _verilog(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         path = out / f"{name}.v"
-        path.write_text(verilog.convert(tops[name](), name=name, emit_src=False))
+        path.write_text(verilog_text(tops[name](), name=name))
         print(f"wrote {path}")
     return 0
 
@@ -250,9 +249,8 @@ def _verilog_preset(args: argparse.Namespace) -> int:
     """``verilog --preset NAME -o FILE``: the system top of a topology (preset or .toml)."""
     from pathlib import Path
 
-    from amaranth.back import verilog
-
     from unifab.hdl.top.supernode import SuperNode
+    from unifab.tools import verilog_text
     from unifab.topology import load_topology
 
     topology = load_topology(args.preset)
@@ -260,7 +258,7 @@ def _verilog_preset(args: argparse.Namespace) -> int:
     if out.suffix not in (".v", ".sv"):
         out = out / f"supernode_{topology.name.replace('-', '_')}.v"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(verilog.convert(SuperNode(topology), name="supernode", emit_src=False))
+    out.write_text(verilog_text(SuperNode(topology), name="supernode"))
     print(f"wrote {out} (top module supernode, topology {topology.name})")
     return 0
 
