@@ -228,10 +228,10 @@ def coherence_bench(
     given) and return its results."""
     from unifab.coherence.system import WORKLOADS
     from unifab.hdl.top.coherent import CoherentSystem
-    from unifab.tb.coherence_bench import bench_system_params
+    from unifab.tb.coherence_bench import BENCH_WORKLOADS, bench_system_params
 
     params = bench_system_params(preset, agents)
-    workloads = tuple(workloads or sorted(WORKLOADS))
+    workloads = tuple(workloads or BENCH_WORKLOADS)
     for w in workloads:
         if w not in WORKLOADS:
             raise ValueError(f"workload must be one of {', '.join(sorted(WORKLOADS))}, not {w!r}")

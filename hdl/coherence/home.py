@@ -674,6 +674,22 @@ class HomeAgent(wiring.Component):
 
         # -- the engine ----------------------------------------------------------------------
         req_unexpected = unexpected_pulse("req")
+        def to_memory(*, do_write, do_read_line) -> None:
+            """Leave the snoop phase (or skip it): the request's memory access, if any."""
+            with m.If(mem_err):
+                m.next = "RESPOND"
+            with m.Elif(do_write):
+                m.d.sync += [
+                    write_from.eq(_WriteFrom.REQUEST),
+                    write_line.eq(req_line),
+                    write_then_snoop.eq(0),
+                ]
+                m.next = "WRITE_ADDR"
+            with m.Elif(do_read_line):
+                m.next = "READ_ADDR"
+            with m.Else():
+                m.next = "RESPOND"
+
         with m.FSM() as engine:
             with m.State("IDLE"), m.If(req_s.valid):
                 with m.If(req_s.payload.head):
@@ -795,7 +811,11 @@ class HomeAgent(wiring.Component):
                         table.insert_node.eq(req.src),
                         table.insert_tag.eq(req.tag),
                     ]
-                    m.next = "SNOOP"
+                    with m.If(n_targets == 0):  # nothing to snoop: straight to memory
+                        m.d.sync += snooping.eq(0)
+                        to_memory(do_write=n_write_req, do_read_line=n_read)
+                    with m.Else():
+                        m.next = "SNOOP"
 
             with m.State("SNOOP"):
                 with m.If(dat_expected):
@@ -823,7 +843,7 @@ class HomeAgent(wiring.Component):
                     with m.If(back_invalidating):
                         m.next = "DECIDE"
                     with m.Else():
-                        m.next = "MEMORY"
+                        to_memory(do_write=do_write_req, do_read_line=do_read)
 
             with m.State("SNOOP_DATA"):
                 m.d.comb += [engine_takes_dat.eq(1), dat_s.ready.eq(1)]
@@ -840,21 +860,6 @@ class HomeAgent(wiring.Component):
                             write_then_snoop.eq(1),
                         ]
                         m.next = "WRITE_ADDR"
-
-            with m.State("MEMORY"):
-                with m.If(mem_err):
-                    m.next = "RESPOND"
-                with m.Elif(do_write_req):
-                    m.d.sync += [
-                        write_from.eq(_WriteFrom.REQUEST),
-                        write_line.eq(req_line),
-                        write_then_snoop.eq(0),
-                    ]
-                    m.next = "WRITE_ADDR"
-                with m.Elif(do_read):
-                    m.next = "READ_ADDR"
-                with m.Else():
-                    m.next = "RESPOND"
 
             with m.State("WRITE_ADDR"):
                 m.d.comb += axi.awvalid.eq(1)

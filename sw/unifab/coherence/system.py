@@ -211,13 +211,16 @@ def hot_lines(cfg: SystemConfig, node: int, rng: random.Random, ops: int) -> Pro
         addr = _word(cfg, rng, 6, cacheable=r >= 0.15)
         kind = rng.choices(["load", "store", "atomic"], weights=[5, 4, 1])[0]
         size = rng.choice([2, 3]) if kind == "atomic" else rng.choice([0, 1, 2, 3])
-        addr &= ~((1 << size) - 1)
+        atomic = rng.choice(ATOMICS) if kind == "atomic" else None
+        # A CAS carries its compare value in the next `size` bytes of the AXI write, so its
+        # address is aligned to twice its size (docs/coherence.md section 4).
+        addr &= ~((2 << size if atomic is Opcode.ATOMIC_CAS else 1 << size) - 1)
         op = _op(
             kind,
             addr,
             size=size,
             value=rng.getrandbits(64) & ((1 << (8 << size)) - 1),
-            atomic=rng.choice(ATOMICS) if kind == "atomic" else None,
+            atomic=atomic,
             compare=rng.getrandbits(1),
         )
         yield Fire(op)
