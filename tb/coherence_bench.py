@@ -74,6 +74,8 @@ class TB:
         self.memory = VersionedMemory(word_bytes=1)
         self.cycle = 0
         self.ops: list[tuple[int, CoreOp]] = []  # (node, completed operation)
+        self.unchecked: list[tuple[int, CoreOp]] = []  # loads and atomics not yet checked
+        self.checked = 0
         self._ident = 0
 
     def next_ident(self) -> int:
@@ -140,6 +142,7 @@ class TB:
         axi = self.masters[node]
         n = 1 << op.size
         start = self.cycle
+        op.issued_at = start
         self.checkers.issued(op)
         versions = []
         if op.kind == "load":
@@ -174,16 +177,28 @@ class TB:
                 self.memory.end_store(v, end)
         self.checkers.completed(op)
         self.ops.append((node, op))
+        if op.kind != "store":
+            self.unchecked.append((node, op))
+        if len(self.ops) % 64 == 0:
+            self.check_values(final=False)
         return op
 
-    def check_values(self) -> int:
-        """Check every load and atomic old value against the versioned memory."""
-        checked = 0
-        for node, op in self.ops:
-            if op.kind == "store":
-                continue
-            n = 1 << op.size
-            for b in range(n):
+    def check_values(self, *, final: bool = True) -> int:
+        """Check loads and atomic old values against the versioned memory; returns how many
+        have been checked so far.
+
+        An atomic's store enters the versioned memory only when its old value is known, so a
+        load is checked once every atomic issued before it completed has completed; then
+        versions no later load can see are forgotten (keeps long runs linear).
+        """
+        outstanding = self.checkers.outstanding.values()
+        horizon = min((o.issued_at for o in outstanding), default=self.cycle)
+        if final:
+            horizon = self.cycle + 1
+        ready = [(n, op) for n, op in self.unchecked if op.done_at < horizon]
+        self.unchecked = [(n, op) for n, op in self.unchecked if op.done_at >= horizon]
+        for node, op in ready:
+            for b in range(1 << op.size):
                 self.memory.check_load(
                     op.addr + b,
                     op.result >> (8 * b) & 0xFF,
@@ -191,8 +206,10 @@ class TB:
                     op.done_at,
                     who=f"node {node} ({op.kind} {op.addr:#x}, byte {b}): ",
                 )
-            checked += 1
-        return checked
+        self.checked += len(ready)
+        oldest = min((op.issued_at for _, op in self.unchecked), default=horizon)
+        self.memory.prune(min(oldest, horizon))
+        return self.checked
 
     async def wait_quiet(self, limit: int = 20000) -> None:
         """Wait until no agent is busy; a leak (an agent that never goes idle) fails."""
