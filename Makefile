@@ -8,6 +8,8 @@ SIM    ?= verilator
 WAVES  ?= 0
 JOBS   ?= 2
 SEED   ?=
+BOARD  ?= ulx3s
+PRESET ?= small
 
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.unifab-installed
