@@ -477,56 +477,58 @@ class Endpoint(wiring.Component):
                     m.next = "SNP_RD_H"
                 with m.Else():
                     m.next = "SNP_RSP"
-            with m.State("SNP_FWD_H"):
-                m.d.comb += [
-                    out_hdr.opcode.eq(Opcode.FWD_DATA),
-                    out_hdr.dst.eq(hdr.fwd),
-                    out_hdr.fwd.eq(hdr.src),
-                    out_hdr.state.eq(s_fwd_state),
-                    dat_out.valid.eq(1),
-                    dat_out.payload.head.eq(1),
-                    dat_out.payload.payload.eq(out_hdr),
-                ]
-                with m.If(dat_out.ready):
-                    m.next = "SNP_FWD_D"
-            with m.State("SNP_FWD_D"):
-                m.d.comb += [
-                    arrays.data_raddr.eq(src_word + b),
-                    dat_out.valid.eq(1),
-                    dat_out.payload.tail.eq(b == beats - 1),
-                    dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
-                ]
-                with m.If(dat_out.ready):
-                    m.d.sync += b.eq(b + 1)
-                    with m.If(b == beats - 1):
-                        m.d.sync += b.eq(0)
-                        with m.If(s_resp_data):
-                            m.next = "SNP_RD_H"
-                        with m.Else():
-                            m.next = "SNP_RSP"
-            with m.State("SNP_RD_H"):
-                m.d.comb += [
-                    out_hdr.opcode.eq(Opcode.SNP_RESP_DATA),
-                    out_hdr.dst.eq(hdr.src),
-                    out_hdr.state.eq(s_resp_state),
-                    dat_out.valid.eq(1),
-                    dat_out.payload.head.eq(1),
-                    dat_out.payload.payload.eq(out_hdr),
-                ]
-                with m.If(dat_out.ready):
-                    m.next = "SNP_RD_D"
-            with m.State("SNP_RD_D"):
-                m.d.comb += [
-                    arrays.data_raddr.eq(src_word + b),
-                    dat_out.valid.eq(1),
-                    dat_out.payload.tail.eq(b == beats - 1),
-                    dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
-                ]
-                with m.If(dat_out.ready):
-                    m.d.sync += b.eq(b + 1)
-                    with m.If(b == beats - 1):
-                        m.d.sync += b.eq(0)
-                        m.next = "IDLE"
+
+            def snoop_line_states(name: str, *, opcode, dst, state, fwd=None, then) -> None:
+                """States ``{name}_H`` and ``{name}_D``: a header, then the snooped line's
+                beats (from the cache or the eviction slot), then ``then()`` picks the next."""
+                with m.State(f"{name}_H"):
+                    m.d.comb += [
+                        out_hdr.opcode.eq(opcode),
+                        out_hdr.dst.eq(dst),
+                        out_hdr.state.eq(state),
+                        dat_out.valid.eq(1),
+                        dat_out.payload.head.eq(1),
+                        dat_out.payload.payload.eq(out_hdr),
+                    ]
+                    if fwd is not None:
+                        m.d.comb += out_hdr.fwd.eq(fwd)
+                    with m.If(dat_out.ready):
+                        m.next = f"{name}_D"
+                with m.State(f"{name}_D"):
+                    m.d.comb += [
+                        arrays.data_raddr.eq(src_word + b),
+                        dat_out.valid.eq(1),
+                        dat_out.payload.tail.eq(b == beats - 1),
+                        dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
+                    ]
+                    with m.If(dat_out.ready):
+                        m.d.sync += b.eq(b + 1)
+                        with m.If(b == beats - 1):
+                            m.d.sync += b.eq(0)
+                            then()
+
+            def after_forward() -> None:
+                with m.If(s_resp_data):
+                    m.next = "SNP_RD_H"
+                with m.Else():
+                    m.next = "SNP_RSP"
+
+            def to_idle() -> None:
+                m.next = "IDLE"
+
+            # FWD_DATA to the requester (its `fwd` names the home, for the COMP_ACK), then
+            # SNP_RESP_DATA to the home when the line was dirty.
+            snoop_line_states(
+                "SNP_FWD",
+                opcode=Opcode.FWD_DATA,
+                dst=hdr.fwd,
+                fwd=hdr.src,
+                state=s_fwd_state,
+                then=after_forward,
+            )
+            snoop_line_states(
+                "SNP_RD", opcode=Opcode.SNP_RESP_DATA, dst=hdr.src, state=s_resp_state, then=to_idle
+            )
             with m.State("SNP_RSP"):
                 rh = Signal(Header)
                 m.d.comb += [
