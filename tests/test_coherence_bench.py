@@ -4,8 +4,8 @@ cocotbext-axi's AxiMaster drives every endpoint's AXI port and AxiRam serves eve
 random pauses on every AXI channel. Every coherence checker runs during the stress: single
 writer / multiple readers from the endpoints' line-state events, the data-value invariant with
 a versioned memory, exactly-once completion with a watchdog, and no agent busy at the end.
-CI runs the ``small`` preset (one build shared by every case); ``make sim`` runs ``default``
-with more operations. Seeds come from ``UNIFAB_SEED`` (default per case) and are printed.
+CI runs the ``small`` preset (one build shared by every case) for over 100,000 operations;
+``make sim`` runs ``default`` (four endpoints, two homes). Seeds come from ``UNIFAB_SEED`` (default per case) and are printed.
 """
 
 import pytest
@@ -14,7 +14,9 @@ from unifab.coherence.system import WORKLOADS
 from unifab.tb.benches import coherence_bench, default_seed
 
 PRESET = "small"
-OPS = 400  # per endpoint per workload: 2 endpoints x 6 workloads x 2 seeds ~ 9,600 operations
+# Per endpoint per workload: 2 endpoints x 6 workloads x 4,200 ~ 50,000 operations per seed,
+# over 100,000 on the RTL in all (about two minutes of simulation per seed).
+OPS = 4200
 
 
 @pytest.mark.parametrize("case_seed", [31, 32])

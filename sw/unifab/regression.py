@@ -159,7 +159,7 @@ def coherence_cases(seed: int) -> list[Case]:
         Case(
             "coherence default stress",
             "coherence",
-            dict(preset="default", ops=2000, seed=seed + 1),
+            dict(preset="default", ops=4500, seed=seed + 1),
             (("no violations", lambda r: r["violations"] == 0),),
         ),
     ]
