@@ -1,0 +1,159 @@
+"""FPGA flow: every board top elaborates with its pins (no place and route), and the self-test
+that goes on the board passes in Amaranth's simulator (and fails when memory is corrupted)."""
+
+import dataclasses
+
+import pytest
+from amaranth.sim import Simulator
+
+from fpga.axi_ram import AxiRam
+from fpga.boards import BOARDS, ecp5_pll_params
+from fpga.build import platform_for, top_for
+from fpga.selftest import STEPS, SelfTestCore, SelfTestParams, system_preset
+from fpga.top import BoardTop
+from unifab.coherence.params import SYSTEM_PRESETS
+from unifab.params import LINK_PRESETS
+
+SMALL = SYSTEM_PRESETS["small"]
+
+
+def quick(**kw) -> SelfTestParams:
+    kw.setdefault("iterations", 12)
+    kw.setdefault("lag", 4)
+    kw.setdefault("private_lines", 8)
+    return SelfTestParams(system=SMALL, **kw)
+
+
+def expected_ops(p: SelfTestParams) -> int:
+    """Transactions of a run: 5 per iteration, the old-line read from ``lag`` on, one final."""
+    per_engine = 5 * p.iterations + max(0, p.iterations - p.lag)
+    return p.system.endpoints * per_engine + 1
+
+
+def run_core(core: SelfTestCore, *, max_cycles: int = 20_000) -> dict:
+    result = {}
+
+    async def bench(ctx):
+        cycles = 0
+        while cycles < max_cycles and not ctx.get(core.done):
+            await ctx.tick()
+            cycles += 1
+        for name in ("done", "passed", "errors", "ops", "timeout", "xbar_error", "link_up",
+                     "crc_errors", "first_engine", "first_step", "first_iter"):  # fmt: skip
+            result[name] = ctx.get(getattr(core, name))
+        result["cycles"] = cycles
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_top_elaborates(name):
+    b = BOARDS[name]
+    plan = platform_for(b).prepare(top_for(b, b.preset, iterations=4), name="top")
+    lpf = plan.files["top.lpf"]
+    assert "FREQUENCY PORT" in lpf  # the board clock; nextpnr derives the PLL output's
+    assert "EHXPLLL" in plan.files["top.il"]
+    assert "synth_ecp5" in plan.files["top.ys"]
+
+
+def test_pll_dividers():
+    assert ecp5_pll_params(25e6, 100e6) == {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6}
+    assert ecp5_pll_params(48e6, 60e6)["CLKFB_DIV"] * 48 / ecp5_pll_params(48e6, 60e6)[
+        "CLKI_DIV"
+    ] == pytest.approx(60)
+    with pytest.raises(ValueError):
+        ecp5_pll_params(25e6, 1e6)
+
+
+def test_selftest_passes_with_link():
+    p = quick(link=LINK_PRESETS["small"])
+    r = run_core(SelfTestCore(p))
+    assert r["done"] and r["passed"], r
+    assert r["errors"] == 0 and not r["timeout"] and r["link_up"] and r["crc_errors"] == 0
+    assert r["ops"] == expected_ops(p)
+
+
+def test_selftest_passes_direct():
+    p = quick(link=None, iterations=24, private_lines=32, lag=20)  # re-reads evicted lines
+    r = run_core(SelfTestCore(p))
+    assert r["done"] and r["passed"], r
+    assert r["ops"] == expected_ops(p)
+
+
+def test_selftest_passes_tiny_preset():
+    """The OrangeCrab's reduced system (one MSHR, 2-line caches, 4 directory entries)."""
+    p = SelfTestParams(
+        system=system_preset("tiny"), iterations=10, private_lines=8, lag=4, link=None
+    )
+    r = run_core(SelfTestCore(p))
+    assert r["done"] and r["passed"], r
+    assert r["ops"] == expected_ops(p)
+
+
+def test_selftest_catches_corrupted_memory():
+    p = quick(link=None, iterations=12, private_lines=32, lag=10)
+    core = SelfTestCore(p)
+    ram = core.system.rams[0]
+    ram._MustUse__silence = True  # replaced before elaboration
+    core.system.rams[0] = AxiRam(params=ram.params, size=ram.size, fault_mask=1 << 77)
+    r = run_core(core)
+    assert r["done"] and not r["passed"], r
+    assert r["errors"] > 0
+    # lines re-read after eviction come from memory: the first error is there
+    assert STEPS[r["first_step"]] == "rd_old" and r["first_iter"] >= p.lag, r
+
+
+def test_selftest_params_validated():
+    with pytest.raises(ValueError):
+        SelfTestParams(system=SMALL, private_lines=12)
+    with pytest.raises(ValueError):
+        SelfTestParams(system=SMALL, lag=40, private_lines=32)
+    with pytest.raises(TypeError):
+        SelfTestParams(system="small")
+
+
+def test_board_top_reports_pass_on_uart():
+    """The whole board top minus the platform: LEDs and the UART line after the run."""
+    b = dataclasses.replace(BOARDS["ulx3s"], target_hz=10 * 115200)  # 10 cycles per bit
+    top = BoardTop(board=b, params=quick(iterations=2, link=None), report_ms=1000)
+    text = []
+
+    async def bench(ctx):
+        line, prev, cycle = "", 1, 0
+        while cycle < 60_000:
+            await ctx.tick()
+            cycle += 1
+            tx = ctx.get(top.uart_tx)
+            if prev and not tx:  # start bit: sample each data bit in its middle
+                await ctx.tick().repeat(15)
+                byte = 0
+                for k in range(8):
+                    byte |= ctx.get(top.uart_tx) << k
+                    await ctx.tick().repeat(10)
+                cycle += 95
+                line += chr(byte)
+                tx = 1
+                if line.endswith("\n"):
+                    text.append(line)
+                    if " RUN " not in line:
+                        break
+                    line = ""
+            prev = tx
+        text.append(ctx.get(top.leds))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    *lines, leds = text
+    assert lines and all(x.startswith("unifab ulx3s small ") for x in lines), lines
+    line = lines[-1]  # a RUN line comes at reset, the PASS/FAIL line when the run ends
+    fields = dict(f.split("=") for f in line.split()[4:])
+    assert line.split()[3] == "PASS", lines
+    assert fields["err"] == "0000" and fields["to"] == "0" and fields["xb"] == "0"
+    assert int(fields["ops"], 16) == expected_ops(top.params)
+    assert leds & 0b1100 == 0b1100 and not leds & 0b10000  # done, passed, not failed
