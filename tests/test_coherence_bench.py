@@ -5,7 +5,8 @@ random pauses on every AXI channel. Every coherence checker runs during the stre
 writer / multiple readers from the endpoints' line-state events, the data-value invariant with
 a versioned memory, exactly-once completion with a watchdog, and no agent busy at the end.
 CI runs the ``small`` preset (one build shared by every case) for over 100,000 operations;
-``make sim`` runs ``default`` (four endpoints, two homes). Seeds come from ``UNIFAB_SEED`` (default per case) and are printed.
+``make sim`` runs ``default`` (four endpoints, two homes). Seeds come from ``UNIFAB_SEED``
+(default per case) and are printed.
 """
 
 import pytest

@@ -674,6 +674,7 @@ class HomeAgent(wiring.Component):
 
         # -- the engine ----------------------------------------------------------------------
         req_unexpected = unexpected_pulse("req")
+
         def to_memory(*, do_write, do_read_line) -> None:
             """Leave the snoop phase (or skip it): the request's memory access, if any."""
             with m.If(mem_err):
