@@ -38,7 +38,6 @@ from unifab.hdl.link.layer import LinkLayer
 from unifab.hdl.switch.switch import Switch
 from unifab.hdl.top.coherent import switch_config
 from unifab.params import LINK_PRESETS, LinkParams
-from unifab.switch_config import SwitchParams
 
 from .axi_ram import AxiRam
 
@@ -491,17 +490,7 @@ class SelfTestSystem(wiring.Component):
             raise TypeError(f"params must be SelfTestParams, not {type(params).__name__}")
         self.params = params
         sp = params.system
-        self.switch = Switch(
-            SwitchParams(
-                fabric=sp.fabric,
-                ports=sp.ports,
-                buffer_depth=sp.switch_buffer_depth,
-                downstream_depth=sp.agent_rx_depth,
-                ranges=1,
-                rules=1,
-            ),
-            switch_config(sp),
-        )
+        self.switch = Switch(sp.switch_params(), switch_config(sp))
         self.endpoints = [Endpoint(sp.endpoint_params(i)) for i in range(sp.endpoints)]
         self.homes = [HomeAgent(sp.home_params(j)) for j in range(sp.homes)]
         self.rams = [

@@ -29,7 +29,7 @@ from unifab.coherence.params import SystemParams
 from unifab.hdl.coherence.home import HomeAgent
 from unifab.hdl.endpoint import Endpoint, state_change_layout
 from unifab.hdl.switch.switch import Switch
-from unifab.switch_config import AddressRange, SwitchConfig, SwitchParams
+from unifab.switch_config import AddressRange, SwitchConfig
 
 __all__ = ["CoherentSystem", "switch_config"]
 
@@ -58,17 +58,7 @@ class CoherentSystem(wiring.Component):
         if not isinstance(params, SystemParams):
             raise TypeError(f"params must be SystemParams, not {type(params).__name__}")
         self.params = params
-        self.switch = Switch(
-            SwitchParams(
-                fabric=params.fabric,
-                ports=params.ports,
-                buffer_depth=params.switch_buffer_depth,
-                downstream_depth=params.agent_rx_depth,
-                ranges=1,
-                rules=1,
-            ),
-            switch_config(params),
-        )
+        self.switch = Switch(params.switch_params(), switch_config(params))
         self.endpoints = [Endpoint(params.endpoint_params(i)) for i in range(params.endpoints)]
         self.homes = [HomeAgent(params.home_params(j)) for j in range(params.homes)]
         members: dict = {}

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from unifab.flit import ADDR_BITS, LINE_BYTES, NODE_BITS, FabricParams
+from unifab.switch_config import SwitchParams
 
 __all__ = [
     "SYSTEM_PRESETS",
@@ -215,6 +216,17 @@ class SystemParams:
     def home_of(self, addr: int) -> int:
         """The home node of a global address (the switch's interleave decode)."""
         return self.home_node((addr - self.base) // self.granularity % self.homes)
+
+    def switch_params(self) -> SwitchParams:
+        """The switch joining the agents: one port per agent, one address range, no rules."""
+        return SwitchParams(
+            fabric=self.fabric,
+            ports=self.ports,
+            buffer_depth=self.switch_buffer_depth,
+            downstream_depth=self.agent_rx_depth,
+            ranges=1,
+            rules=1,
+        )
 
     def endpoint_params(self, i: int) -> EndpointParams:
         return EndpointParams(
