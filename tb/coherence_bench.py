@@ -29,7 +29,14 @@ from unifab.coherence.params import SYSTEM_PRESETS, SystemParams
 from unifab.coherence.system import WORKLOADS, CoherenceCheckers, Fire, SystemConfig
 from unifab.coherence.versioned import VersionedMemory
 from unifab.flit import CacheState, Opcode
-from unifab.tb.common import BenchSettings, ScoreboardError, log_seed, read, start_clock
+from unifab.tb.common import (
+    CLOCK_PERIOD_NS,
+    BenchSettings,
+    ScoreboardError,
+    log_seed,
+    read,
+    start_clock,
+)
 
 AXI_OF_ATOMIC = {op: code for code, op in ATOMIC_OF_AXI.items()}
 # hot_lines first: it is the workload that uses the non-cacheable lines at the window's start.
@@ -229,7 +236,6 @@ async def _run_program(tb: TB, node: int, program, *, outstanding: int, timeout:
     tasks: list = []
     count = 0
     reply = None
-    period_ns = 10
     while True:
         try:
             item = program.send(reply) if reply is not None else next(program)
@@ -244,14 +250,16 @@ async def _run_program(tb: TB, node: int, program, *, outstanding: int, timeout:
                 tasks = [t for t in tasks if not t.done()]
             item.op.ident = tb.next_ident()
             tasks.append(
-                cocotb.start_soon(with_timeout(tb.do(node, item.op), timeout * period_ns, "ns"))
+                cocotb.start_soon(
+                    with_timeout(tb.do(node, item.op), timeout * CLOCK_PERIOD_NS, "ns")
+                )
             )
         else:
             for t in tasks:
                 await t
             tasks = []
             item.ident = tb.next_ident()
-            reply = await with_timeout(tb.do(node, item), timeout * period_ns, "ns")
+            reply = await with_timeout(tb.do(node, item), timeout * CLOCK_PERIOD_NS, "ns")
     for t in tasks:
         await t
     return count

@@ -66,9 +66,12 @@ def read(handle) -> int:
     return int(handle.value)
 
 
+CLOCK_PERIOD_NS = 10
+
+
 async def start_clock(dut, *, cycles_in_reset: int = 4) -> None:
-    """Start a 10 ns clock and pulse the synchronous reset."""
-    Clock(dut.clk, 10, unit="ns").start(start_high=False)
+    """Start a ``CLOCK_PERIOD_NS`` clock and pulse the synchronous reset."""
+    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
     dut.rst.value = 1
     await ClockCycles(dut.clk, cycles_in_reset)
     dut.rst.value = 0
