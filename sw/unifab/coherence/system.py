@@ -22,7 +22,6 @@ from unifab.coherence.model import (
     CoreOp,
     HomeModel,
     Network,
-    line_of,
 )
 from unifab.coherence.params import AddressWindow, CacheParams, HomeParams
 from unifab.flit import LINE_BYTES, CacheState, Opcode
@@ -31,6 +30,7 @@ __all__ = [
     "WORKLOADS",
     "CoherenceCheckers",
     "CoherenceError",
+    "Fire",
     "ModelSystem",
     "SystemConfig",
 ]
@@ -81,7 +81,8 @@ class CoherenceCheckers:
 
     # -- data value ---------------------------------------------------------------------------
 
-    def _value(self, addr: int, nbytes: int) -> int:
+    def value(self, addr: int, nbytes: int) -> int:
+        """The reference memory's little-endian value of ``nbytes`` at ``addr``."""
         return sum(self.memory.get(addr + i, 0) << (8 * i) for i in range(nbytes))
 
     def _store(self, addr: int, nbytes: int, value: int) -> None:
@@ -89,7 +90,7 @@ class CoherenceCheckers:
             self.memory[addr + i] = value >> (8 * i) & 0xFF
 
     def performed_read(self, node: int, addr: int, nbytes: int, value: int) -> None:
-        expect = self._value(addr, nbytes)
+        expect = self.value(addr, nbytes)
         if value != expect:
             self._fail(
                 f"data value violated at step {self.now}: node {node} read {value:#x} at"
@@ -484,11 +485,4 @@ class ModelSystem:
 
     def counter_value(self, addr: int) -> int:
         """The current value of the 8-byte word at ``addr`` (from the reference memory)."""
-        return self.checkers._value(addr, 8)
-
-
-def line_count(cfg: SystemConfig) -> int:
-    return cfg.home_size // LINE_BYTES
-
-
-__all__ += ["Fire", "line_of"]
+        return self.checkers.value(addr, 8)
