@@ -8,6 +8,9 @@ SIM    ?= verilator
 WAVES  ?= 0
 JOBS   ?= 2
 SEED   ?=
+SPLITS ?=
+GROUP  ?=
+CASES  ?=
 BOARD  ?= ulx3s
 PRESET ?= small
 
@@ -17,7 +20,7 @@ STAMP  := $(VENV)/.unifab-installed
 # next (Verilator runs `python`).
 ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) $(if $(SEED),UNIFAB_SEED=$(SEED))
 
-.PHONY: all sim test lint formal verilog bench fpga clean distclean venv
+.PHONY: all sim report test lint formal verilog bench fpga clean distclean venv
 
 all: test
 
@@ -30,17 +33,23 @@ $(STAMP): pyproject.toml setup.py requirements.lock
 
 venv: $(STAMP)
 
-## sim: the main job — regression at full sizes, benchmarks and the report
+## sim: the main job — regression at full sizes, benchmarks and the report. Every case is a
+## pytest case (sim/test_sim.py), JOBS at a time; SPLITS=K GROUP=G runs one shard of them,
+## CASES='expr' selects cases by id (pytest -k).
+## report: merge build/report/cases/*.json (e.g. copied together from shards) into the report
 sim: $(STAMP)
-	$(ENVRUN) $(VENV)/bin/unifab sim --jobs $(JOBS)
+	$(ENVRUN) $(VENV)/bin/unifab sim --jobs $(JOBS) $(if $(SPLITS),--splits $(SPLITS) --group $(GROUP)) $(if $(CASES),-k '$(CASES)')
+
+report: $(STAMP)
+	$(VENV)/bin/unifab report
 
 ## test: the full test suite (what CI runs)
 test: $(STAMP)
 	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sw hdl tb tests fpga
-	$(VENV)/bin/ruff format --check sw hdl tb tests fpga
+	$(VENV)/bin/ruff check sw hdl tb tests fpga sim
+	$(VENV)/bin/ruff format --check sw hdl tb tests fpga sim
 
 ## formal: every formal proof, cover and mutation check (also part of `make test`); a failing
 ## proof prints the path of its counterexample VCD under build/formal/<proof>/

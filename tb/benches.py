@@ -22,6 +22,7 @@ __all__ = [
     "link_bench",
     "switch_bench",
     "switch_bench_config",
+    "workload_bench",
 ]
 
 
@@ -212,6 +213,7 @@ def switch_bench(
 def coherence_bench(
     *,
     preset: str = "default",
+    topology: str | None = None,
     agents: int | None = None,
     test: str = "coherence_stress",
     workloads: tuple[str, ...] | None = None,
@@ -225,10 +227,30 @@ def coherence_bench(
 ) -> dict[str, Any]:
     """Run a coherent-system bench (``coherence_stress`` or ``coherence_latency``) on a
     :data:`~unifab.coherence.params.SYSTEM_PRESETS` system (with ``agents`` endpoints when
-    given) and return its results."""
+    given), or on the super node of a ``topology`` file or preset, and return its results."""
     from unifab.coherence.system import WORKLOADS
+    from unifab.tb.coherence_bench import BENCH_WORKLOADS
+
+    if topology is not None:
+        if agents is not None:
+            raise ValueError("agents applies to SYSTEM_PRESETS systems, not to a topology")
+        return _supernode_bench(
+            topology,
+            test=test,
+            seed=seed,
+            sim=sim,
+            waves=waves,
+            settings={
+                "workloads": list(workloads or BENCH_WORKLOADS),
+                "ops": ops,
+                "outstanding": outstanding,
+                "p_idle": p_idle,
+                "p_stall": p_stall,
+            },
+            tag=f"coherence-{test}-n{ops}",
+        )
     from unifab.hdl.top.coherent import CoherentSystem
-    from unifab.tb.coherence_bench import BENCH_WORKLOADS, bench_system_params
+    from unifab.tb.coherence_bench import bench_system_params
 
     params = bench_system_params(preset, agents)
     workloads = tuple(workloads or BENCH_WORKLOADS)
@@ -262,3 +284,75 @@ def coherence_bench(
     )
     result.update({"sim": sim, "preset": preset, "seed": seed})
     return result
+
+
+def _supernode_bench(
+    topology: str, *, test: str, seed: int, sim, waves, settings: dict, tag: str
+) -> dict[str, Any]:
+    """Run cocotb test ``test`` on ``SuperNode(load_topology(topology))``."""
+    from unifab.hdl.top.supernode import SuperNode
+    from unifab.topology import load_topology
+
+    topo = load_topology(topology)
+    sim = selected_sim(sim)
+    module = "unifab.tb.supernode_bench" if test == "workload_run" else "unifab.tb.coherence_bench"
+    result = _run_with_result(
+        top=SuperNode(topo),
+        toplevel="supernode",
+        test_module=module,
+        tag=f"{tag}-{topo.name}-{sim}-s{seed}",
+        settings={**settings, "seed": seed, "topology": topology},
+        sim=sim,
+        waves=waves,
+        testcase=test,
+    )
+    result.update({"sim": sim, "preset": topo.name, "seed": seed})
+    return result
+
+
+def workload_bench(
+    *,
+    workload: str,
+    mode: str = "memory",
+    preset: str = "default",
+    scale: float = 1.0,
+    spec: dict[str, Any] | None = None,
+    costs: dict[str, float] | None = None,
+    p_idle: float = 0.0,
+    p_stall: float = 0.0,
+    fault: str | None = None,
+    seed: int = 1,
+    sim: str | None = None,
+    waves: bool | None = None,
+) -> dict[str, Any]:
+    """Run one of :data:`unifab.workloads.WORKLOAD_NAMES` in ``mode`` (``memory`` or
+    ``message``) on the super node of topology ``preset`` and return its figures (see
+    :mod:`unifab.tb.supernode_bench`). ``fault="memory_byte"`` corrupts one byte of pooled
+    memory behind the bench's back (the run must then fail its data check)."""
+    from unifab.message import MessageCosts
+    from unifab.tb.supernode_bench import MODES
+    from unifab.workloads import WorkloadSpec
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    WorkloadSpec(name=workload, **(spec or {})).scaled(scale)  # validates before building
+    MessageCosts(**(costs or {}))
+    return _supernode_bench(
+        preset,
+        test="workload_run",
+        seed=seed,
+        sim=sim,
+        waves=waves,
+        settings={
+            "workload": workload,
+            "mode": mode,
+            "scale": scale,
+            "spec": spec or {},
+            "costs": costs or {},
+            "p_idle": p_idle,
+            "p_stall": p_stall,
+            "fault": fault,
+        },
+        tag=f"workload-{workload}-{mode}-x{scale:g}-i{p_idle:g}-t{p_stall:g}"
+        + (f"-fault-{fault}" if fault else ""),
+    )

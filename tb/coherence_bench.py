@@ -16,8 +16,9 @@ figures of ``unifab bench coherence`` at the AXI ports.
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cocotb
@@ -25,7 +26,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiMaster, AxiRam
 
 from unifab.coherence.model import ATOMIC_OF_AXI, CoreOp, atomic_result
-from unifab.coherence.params import SYSTEM_PRESETS, SystemParams
+from unifab.coherence.params import FIRST_HOME_NODE, SYSTEM_PRESETS, AddressWindow, SystemParams
 from unifab.coherence.system import WORKLOADS, CoherenceCheckers, Fire, SystemConfig
 from unifab.coherence.versioned import VersionedMemory
 from unifab.flit import CacheState, Opcode
@@ -37,6 +38,7 @@ from unifab.tb.common import (
     read,
     start_clock,
 )
+from unifab.topology import Topology, load_topology
 
 AXI_OF_ATOMIC = {op: code for code, op in ATOMIC_OF_AXI.items()}
 # hot_lines first: it is the workload that uses the non-cacheable lines at the window's start.
@@ -51,8 +53,102 @@ def bench_system_params(preset: str, agents: int | None = None) -> SystemParams:
     return params if agents is None else replace(params, endpoints=agents)
 
 
-def system_params(settings: BenchSettings) -> SystemParams:
-    return bench_system_params(settings.get("preset", "default"), settings.get("agents", None))
+# A non-cacheable window at least this large is part of the workloads' memory pool; smaller
+# ones (the coherence benches' put/get lines) are not.
+POOL_MIN_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class SystemView:
+    """What a bench needs to know of a system top, whichever class elaborated it.
+
+    ``endpoints`` are node IDs (the top's ports are ``ep{ID}_axi``, ``ep{ID}_state``,
+    ``ep{ID}_busy``); home ``j`` is ``home{j}_mem`` with an AXI RAM of ``ram_sizes[j]`` bytes
+    at ``home_bases[j]`` (AXI address = global address - base). ``[base, base + size)`` is
+    the area the coherence workloads use, starting with the ``noncacheable`` put/get lines;
+    ``pool`` are the non-cacheable windows the data-movement workloads use.
+    """
+
+    endpoints: tuple[int, ...]
+    home_nodes: tuple[int, ...]
+    home_bases: tuple[int, ...]
+    ram_sizes: tuple[int, ...]
+    base: int
+    size: int
+    noncacheable: tuple[AddressWindow, ...]
+    pool: tuple[AddressWindow, ...] = ()
+    topology: Topology | None = None
+
+    @property
+    def cached_pool(self) -> tuple[AddressWindow, ...]:
+        """The cacheable part of ``[base, base + size)``, 4 KiB aligned: where memory-mode
+        workloads keep data they read through the caches."""
+        start = max([self.base, *(w.base + w.size for w in self.noncacheable)])
+        start = -(-start // 4096) * 4096
+        end = (self.base + self.size) // 4096 * 4096
+        return (AddressWindow(base=start, size=end - start),) if end > start else ()
+
+    @property
+    def homes(self) -> int:
+        return len(self.home_nodes)
+
+    @classmethod
+    def of_params(cls, p: SystemParams) -> SystemView:
+        homes = tuple(FIRST_HOME_NODE + j for j in range(p.homes))
+        return cls(
+            endpoints=tuple(range(p.endpoints)),
+            home_nodes=homes,
+            home_bases=(p.base,) * p.homes,
+            ram_sizes=(p.size,) * p.homes,
+            base=p.base,
+            size=p.size,
+            noncacheable=p.noncacheable,
+        )
+
+    @classmethod
+    def of_topology(cls, t: Topology) -> SystemView:
+        homes = tuple(n.id for n in t.homes)
+        windows = [t.home_window(n) for n in homes]
+        base = min(r.base for r in t.ranges)
+        pool = tuple(w for w in t.noncacheable if w.size >= POOL_MIN_BYTES)
+        end = base
+        while any(r.contains(end) for r in t.ranges) and not any(
+            w.base <= end < w.base + w.size for w in pool
+        ):
+            end += 64
+        return cls(
+            endpoints=tuple(n.id for n in t.endpoints),
+            home_nodes=homes,
+            home_bases=tuple(w.base for w in windows),
+            ram_sizes=tuple(w.size for w in windows),
+            base=base,
+            size=end - base,
+            noncacheable=tuple(w for w in t.noncacheable if w.size < POOL_MIN_BYTES),
+            pool=pool,
+            topology=t,
+        )
+
+    def ram_address(self, addr: int) -> tuple[int, int]:
+        """``(home index, AXI address)`` holding global address ``addr``."""
+        if self.topology is not None:
+            node = self.topology.home_of(addr)
+            if node is None:
+                raise ValueError(f"address {addr:#x} is not mapped")
+            j = self.home_nodes.index(node)
+        else:
+            j = 0 if self.homes == 1 else (addr - self.base) // 256 % self.homes
+        return j, addr - self.home_bases[j]
+
+
+def system_view(settings: BenchSettings) -> SystemView:
+    """The system a bench runs on: a topology file (``topology``) or a ``SYSTEM_PRESETS``
+    entry (``preset``, ``agents``)."""
+    name = settings.get("topology", None)
+    if name is not None:
+        return SystemView.of_topology(load_topology(name))
+    return SystemView.of_params(
+        bench_system_params(settings.get("preset", "default"), settings.get("agents", None))
+    )
 
 
 def _pauses(rng: random.Random, p: float):
@@ -67,16 +163,20 @@ class TB:
     def __init__(self, dut, settings: BenchSettings) -> None:
         self.dut = dut
         self.settings = settings
-        self.params = p = system_params(settings)
+        self.params = p = system_view(settings)
         self.rng = random.Random(settings.seed)
         self.masters = [
-            AxiMaster(AxiBus.from_prefix(dut, f"ep{i}_axi_"), dut.clk, dut.rst)
-            for i in range(p.endpoints)
+            AxiMaster(AxiBus.from_prefix(dut, f"ep{node}_axi_"), dut.clk, dut.rst)
+            for node in p.endpoints
         ]
         self.rams = [
-            AxiRam(AxiBus.from_prefix(dut, f"home{j}_mem_"), dut.clk, dut.rst, size=p.size)
-            for j in range(p.homes)
+            AxiRam(AxiBus.from_prefix(dut, f"home{j}_mem_"), dut.clk, dut.rst, size=size)
+            for j, size in enumerate(p.ram_sizes)
         ]
+        # The VIP logs every burst at INFO: keep the bench's own lines readable.
+        for vip in (*self.masters, *self.rams):
+            for interface in (vip.write_if, vip.read_if):
+                interface.log.setLevel(logging.WARNING)
         self.checkers = CoherenceCheckers(raise_at_once=True)
         self.memory = VersionedMemory(word_bytes=1)
         self.cycle = 0
@@ -121,8 +221,8 @@ class TB:
     async def _monitor(self) -> None:
         """Line-state events into the SWMR checker (downgrades of a cycle first), and the
         crossbar's one-hot check."""
-        dut, n = self.dut, self.params.endpoints
-        states = [getattr(dut, f"ep{i}_state") for i in range(n)]
+        dut = self.dut
+        states = [getattr(dut, f"ep{node}_state") for node in self.params.endpoints]
         addr_bits = 48
         while True:
             await RisingEdge(dut.clk)
@@ -220,7 +320,7 @@ class TB:
 
     async def wait_quiet(self, limit: int = 20000) -> None:
         """Wait until no agent is busy; a leak (an agent that never goes idle) fails."""
-        names = [f"ep{i}_busy" for i in range(self.params.endpoints)]
+        names = [f"ep{node}_busy" for node in self.params.endpoints]
         names += [f"home{j}_busy" for j in range(self.params.homes)]
         for _ in range(limit):
             busy = [n for n in names if read(getattr(self.dut, n))]
@@ -282,7 +382,7 @@ async def coherence_stress(dut) -> None:
         # Each workload starts on memory nobody has written (its own slice of the window); the
         # first slice holds the non-cacheable lines.
         cfg = SystemConfig(
-            agents=p.endpoints,
+            agents=len(p.endpoints),
             homes=p.homes,
             home_base=p.base + k * region,
             home_size=region,
@@ -291,7 +391,7 @@ async def coherence_stress(dut) -> None:
         start = tb.cycle
         programs = [
             WORKLOADS[name](cfg, n, random.Random(tb.rng.getrandbits(32)), settings.get("ops", 200))
-            for n in range(p.endpoints)
+            for n in range(len(p.endpoints))
         ]
         counts = []
         tasks = [
@@ -315,7 +415,7 @@ async def coherence_stress(dut) -> None:
             lock = cfg.home_base + (cfg.noncacheable_lines + 3) * 64
             counter = lock + 5 * 64
             got = await tb.do(0, CoreOp(kind="load", addr=counter, ident=tb.next_ident()))
-            want = p.endpoints * max(1, settings.get("ops", 200) // 6)
+            want = len(p.endpoints) * max(1, settings.get("ops", 200) // 6)
             if got.result != want:
                 raise ScoreboardError(f"spin-lock counter is {got.result}, expected {want}")
     result["checked_loads"] = tb.check_values()
@@ -360,7 +460,7 @@ async def coherence_latency(dut) -> None:
     tb = TB(dut, settings)
     await tb.start()
     p = tb.params
-    timers = [PortTimer(dut, f"ep{i}_axi") for i in range(p.endpoints)]
+    timers = [PortTimer(dut, f"ep{node}_axi") for node in p.endpoints]
     mem_timers = [PortTimer(dut, f"home{j}_mem") for j in range(p.homes)]
 
     async def sample() -> None:
@@ -403,7 +503,7 @@ async def coherence_latency(dut) -> None:
             "store_hit",
         )
     }
-    other = 1 % p.endpoints
+    other = 1 % len(p.endpoints)
     for _ in range(8):
         a = next(line)
         mem_reads = sum(len(m.ar) for m in mem_timers)
@@ -435,7 +535,7 @@ async def coherence_latency(dut) -> None:
             op.ident = tb.next_ident()
             await tb.do(node, op)
 
-    tasks = [cocotb.start_soon(adder(n)) for n in range(p.endpoints)]
+    tasks = [cocotb.start_soon(adder(n)) for n in range(len(p.endpoints))]
     for t in tasks:
         await t
     await ClockCycles(dut.clk, 2)
@@ -444,10 +544,12 @@ async def coherence_latency(dut) -> None:
         lat += [b - a for a, b in zip(t.aw[-per_agent:], t.b[before[n] :], strict=True)]
     figures["atomic_contended"] = sum(lat) / len(lat)
     final = await tb.do(0, CoreOp(kind="load", addr=word, ident=tb.next_ident()))
-    if final.result != per_agent * p.endpoints:
-        raise ScoreboardError(f"fetch-add total {final.result}, expected {per_agent * p.endpoints}")
+    if final.result != per_agent * len(p.endpoints):
+        raise ScoreboardError(
+            f"fetch-add total {final.result}, expected {per_agent * len(p.endpoints)}"
+        )
     await tb.wait_quiet()
-    figures["agents"] = p.endpoints
+    figures["agents"] = len(p.endpoints)
     figures["checked_loads"] = tb.check_values()
     figures["ops"] = len(tb.ops)
     figures["violations"] = len(tb.checkers.violations)

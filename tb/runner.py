@@ -17,7 +17,14 @@ from pathlib import Path
 
 from unifab.tools import build_root, prepend_verilator_path, verilog_text
 
-__all__ = ["BenchResult", "run_bench", "selected_sim", "waves_enabled"]
+__all__ = [
+    "BenchResult",
+    "dump_scope",
+    "run_bench",
+    "selected_sim",
+    "waves_enabled",
+    "write_wave_view",
+]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -140,8 +147,8 @@ def run_bench(
     tests, failures = _count_results(Path(results_xml))
     wave_file = None
     if waves:
-        found = sorted(list(test_dir.glob("*.vcd")) + list(build_dir.glob("*.fst")))
-        wave_file = found[0] if found else None
+        wave_file = _find_dump(test_dir, build_dir)
+        _announce_waves(design, toplevel, wave_file)
     result = BenchResult(tests, failures, Path(results_xml), wave_file)
     if not result.ok:
         raise AssertionError(
@@ -151,3 +158,72 @@ def run_bench(
             + (f" and {test_dir / 'sim.log'})" if quiet else ")")
         )
     return result
+
+
+def _find_dump(test_dir: Path, build_dir: Path) -> Path | None:
+    """The waveform dump of a run: Verilator writes a VCD into the run folder, Icarus an FST
+    (the newest one wins when several runs share a build)."""
+    found = [
+        *test_dir.glob("*.vcd"),
+        *test_dir.glob("*.fst"),
+        *build_dir.glob("*.fst"),
+        *build_dir.glob("*.vcd"),
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def dump_scope(dump: Path, toplevel: str) -> str | None:
+    """The dotted scope of ``toplevel``'s instance in a VCD header (Verilator nests it under
+    ``TOP``, which repeats the top's ports), or ``None`` when it cannot be read."""
+    if dump.suffix != ".vcd" or not dump.is_file():
+        return None
+    stack: list[str] = []
+    with open(dump, errors="replace") as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "$scope" and len(words) >= 3:
+                stack.append(words[2])
+                if words[2] == toplevel:
+                    return ".".join(stack)
+            elif words[0] == "$upscope" and stack:
+                stack.pop()
+            elif words[0] == "$enddefinitions":
+                break
+    return None
+
+
+def write_wave_view(design, toplevel: str, dump: Path) -> Path | None:
+    """A GTKWave save file next to ``dump`` grouping the top's ports (fabric ports per
+    direction through the ``unifab wave-decode`` filter, AXI ports, clock/reset/status);
+    ``None`` for designs that are not a ``wiring.Component``."""
+    from amaranth.lib import wiring
+
+    from unifab.waves import write_gtkw
+
+    if not isinstance(design, wiring.Component):
+        return None
+    return write_gtkw(
+        dump,
+        design,
+        dump.with_suffix(".gtkw"),
+        toplevel=toplevel,
+        scope=dump_scope(dump, toplevel),
+    )
+
+
+def _announce_waves(design, toplevel: str, dump: Path | None) -> None:
+    """Write the save file and print one line: where the dump is and how to open it."""
+    if dump is None:
+        print("waves: no dump file was written", flush=True)
+        return
+    try:
+        gtkw = write_wave_view(design, toplevel, dump)
+    except (TypeError, ValueError, AttributeError) as e:  # a top write_gtkw cannot group
+        print(f"waves: {dump} (no GTKWave save file: {e})", flush=True)
+        return
+    if gtkw is None:
+        print(f"waves: {dump} (gtkwave {dump})", flush=True)
+    else:
+        print(f"waves: {dump} (gtkwave {dump} {gtkw})", flush=True)

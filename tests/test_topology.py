@@ -4,11 +4,12 @@ paths, deadlock cycles are found, and the system top elaborates for every preset
 import copy
 import tomllib
 from collections import deque
+from dataclasses import replace
 from importlib import resources
 
 import pytest
 
-from unifab.coherence.params import SYSTEM_PRESETS
+from unifab.coherence.params import SYSTEM_PRESETS, AddressWindow
 from unifab.flit import MsgClass
 from unifab.topology import (
     Topology,
@@ -77,8 +78,10 @@ def test_small_matches_system_preset():
         p.switch_buffer_depth,
         p.agent_rx_depth,
     )
+    # The topology adds the workloads' memory pool (non-cacheable) to the preset system.
+    assert t.noncacheable == (AddressWindow(base=0x1_0000_8000, size=0x8000),)
     for i in range(p.endpoints):
-        assert t.endpoint_params(i) == p.endpoint_params(i)
+        assert replace(t.endpoint_params(i), noncacheable=()) == p.endpoint_params(i)
     assert t.home_params(16) == p.home_params(0)
 
 
@@ -395,8 +398,8 @@ def test_two_level_routes_through_spine():
     ]
     configs = t.switch_configs()
     assert configs["spine"].edge_ports == frozenset()
-    assert configs["leaf0"].decode(0x1_0001_0100) == 19
-    assert t.home_of(0x1_0001_0100) == 19 and t.home_of(0x1_0000_0000) == 16
+    assert configs["leaf0"].decode(0x1_0010_0100) == 19
+    assert t.home_of(0x1_0010_0100) == 19 and t.home_of(0x1_0000_0000) == 16
     assert t.home_of(0x2_0000_0000) is None
 
 

@@ -191,3 +191,54 @@ def test_gtkw_two_level_lists_spine_ports(tmp_path):
 def test_gtkw_rejects_unknown_kind(tmp_path):
     with pytest.raises(ValueError, match="top kind must be"):
         write_gtkw(tmp_path / "d.fst", "router", tmp_path / "t.gtkw")
+
+
+# -- a bench run with waves on ------------------------------------------------------------------
+
+
+def vcd_names(path) -> set[str]:
+    """Dotted names of every variable declared in a VCD header (without bit ranges)."""
+    names, stack = set(), []
+    with open(path, errors="replace") as f:
+        for line in f:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "$scope":
+                stack.append(words[2])
+            elif words[0] == "$upscope":
+                stack.pop()
+            elif words[0] == "$var":
+                names.add(".".join([*stack, words[4]]))
+            elif words[0] == "$enddefinitions":
+                break
+    return names
+
+
+def gtkw_traces(path) -> list[str]:
+    """The trace names of a save file (lines that are not directives, flags or groups)."""
+    lines = path.read_text().splitlines()
+    return [ln.split("[")[0] for ln in lines if ln and ln[0] not in "[@-^*"]
+
+
+def test_bench_with_waves_writes_dump_and_save_file(capfd):
+    """A small coherence run with waves on: VCD (Verilator) or FST (Icarus) plus a .gtkw whose
+    traces all exist in the dump; the run prints where both are."""
+    from unifab.tb.benches import coherence_bench
+    from unifab.tb.runner import selected_sim
+
+    coherence_bench(preset="small", ops=20, workloads=("hot_lines",), waves=True, seed=1)
+    line = next(ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("waves: "))
+    dump, rest = line.removeprefix("waves: ").split(" (gtkwave ", 1)
+    gtkw = rest.rstrip(")").split()[-1]
+    from pathlib import Path
+
+    dump, gtkw = Path(dump), Path(gtkw)
+    assert dump.is_file() and gtkw.is_file() and gtkw.suffix == ".gtkw"
+    traces = gtkw_traces(gtkw)
+    assert "coherent_system.switch.outputs__0__flit" in traces
+    assert f'[dumpfile] "{dump.resolve()}"' in gtkw.read_text()
+    if selected_sim() == "verilator":
+        assert dump.suffix == ".vcd"
+        missing = [t for t in traces if t not in vcd_names(dump)]
+        assert not missing, f"traces not in the dump: {missing[:5]}"

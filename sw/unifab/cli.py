@@ -19,6 +19,13 @@ class UsageError(Exception):
     """A user mistake, reported as one line."""
 
 
+def _seed(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -270,9 +277,50 @@ def _wave_decode(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from unifab.regression import run_regression
+    """``unifab sim``: the regression cases under pytest (xdist, pytest-split), then the report."""
+    import shlex
 
-    return run_regression(jobs=args.jobs, seed=args.seed, sim=args.sim)
+    from unifab.regression import run_regression
+    from unifab.testing import seed_from_env
+
+    if (args.splits is None) != (args.group is None):
+        raise UsageError("--splits and --group go together (e.g. --splits 4 --group 1)")
+    if args.splits is not None and not 1 <= args.group <= args.splits:
+        raise UsageError(f"--group must be 1..{args.splits} (one of the splits), not {args.group}")
+    seed = args.seed if args.seed is not None else seed_from_env(1)
+    command = ["unifab", "sim", "--jobs", str(args.jobs), "--seed", str(seed)]
+    if args.sim:
+        command += ["--sim", args.sim]
+    if args.splits is not None:
+        command += ["--splits", str(args.splits), "--group", str(args.group)]
+    if args.keyword:
+        command += ["-k", args.keyword]
+    return run_regression(
+        jobs=args.jobs,
+        seed=seed,
+        sim=args.sim,
+        splits=args.splits,
+        group=args.group,
+        keyword=args.keyword,
+        command=shlex.join(command),
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``unifab report``: merge the case files (e.g. copied from shards) into the report."""
+    import shlex
+
+    from unifab.report import merge_report
+
+    command = ["unifab", "report"]
+    if args.cases:
+        command += ["--cases", args.cases]
+    if args.output:
+        command += ["--output", args.output]
+    failed = merge_report(
+        commands=[shlex.join(command)], cases_directory=args.cases, out_dir=args.output
+    )
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,11 +456,47 @@ def build_parser() -> argparse.ArgumentParser:
     wave.add_argument("--data-width", type=int, choices=(128, 256, 512), default=128)
     wave.set_defaults(func=_wave_decode)
 
-    sim = sub.add_parser("sim", help="the regression: every bench, a summary and a report")
+    sim = sub.add_parser(
+        "sim",
+        help="the regression: every case as a pytest case, a summary and a report",
+        description="Runs the regression cases (sim/test_sim.py) with pytest: JOBS at a time"
+        " (pytest-xdist), optionally one shard of them (pytest-split). Each case leaves"
+        " build/report/cases/<case>.json; then every case file there is merged into"
+        " build/report/report.md and results.json. A whole run (no shard, no -k) first removes"
+        " old case files.",
+    )
     sim.add_argument("--jobs", type=_positive, default=2, help="parallel simulations")
-    sim.add_argument("--seed", type=int, default=1, help="base seed")
+    sim.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="base seed (default: $UNIFAB_SEED or 1)",
+    )
     sim.add_argument("--sim", choices=("verilator", "icarus"), default=None)
+    sim.add_argument(
+        "--splits", type=_positive, default=None, metavar="K", help="split the cases into K shards"
+    )
+    sim.add_argument(
+        "--group", type=_positive, default=None, metavar="G", help="run shard G (1..K)"
+    )
+    sim.add_argument(
+        "-k", dest="keyword", default=None, metavar="EXPR", help="pytest -k: select cases by id"
+    )
     sim.set_defaults(func=_sim)
+
+    report = sub.add_parser(
+        "report",
+        help="merge regression case files into the report (shards run elsewhere)",
+        description="Merges every build/report/cases/*.json (copied together from the machines"
+        " that ran `unifab sim --splits K --group G`) into report.md, results.json and plots.",
+    )
+    report.add_argument("--cases", default=None, help="case-file folder (build/report/cases)")
+    report.add_argument("--output", default=None, help="report folder (build/report)")
+    report.set_defaults(func=_report)
+
+    from unifab.run import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 

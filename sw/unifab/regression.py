@@ -1,28 +1,59 @@
-"""``make sim`` / ``unifab sim``: the regression at full sizes, a summary table and a report.
+"""``make sim`` / ``unifab sim``: the regression cases, run as pytest cases, and the report.
 
-Each case is an independent, seeded simulation; cases run ``jobs`` at a time (each simulator
-is its own process). Results land in ``build/report/results.json`` and
-``build/report/report.md``.
+The case lists below are the single source of the regression. ``sim/test_sim.py`` makes one
+pytest case per :class:`Case` (id: :attr:`Case.slug`), so ``unifab sim --jobs N`` runs them
+in parallel with pytest-xdist and ``--splits K --group G`` (pytest-split) runs one shard of
+them. Each case runs its simulation in a child process (:func:`run_case_measured`) and leaves
+``build/report/cases/<slug>.json``; :mod:`unifab.report` merges whatever case files are there
+into ``build/report/report.md`` and ``results.json``.
+
+Peak RSS: the child process is reaped with :func:`os.wait4`; its ``ru_maxrss`` is the largest
+resident set of any single process of the case's tree (the Python bench driver, and the
+Verilator compiler and C++ compiler when this case built the model). The simulator process
+alone (the cocotb test command: the compiled model with the Python testbench embedded) is
+measured the same way inside the child, as ``sim_peak_rss_mb``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from unifab.tools import build_root
 
 __all__ = [
     "Case",
+    "all_cases",
+    "case_slug",
+    "cases_dir",
     "coherence_cases",
+    "evaluate_checks",
+    "find_case",
     "format_figure",
     "regression_cases",
+    "run_case_measured",
     "run_regression",
+    "switch_cases",
+    "two_level_cases",
+    "workload_cases",
 ]
+
+
+def case_slug(name: str) -> str:
+    """A case name as a pytest id and file name: lower case, runs of other characters as ``-``
+    (``"link P=1e-3 L=32"`` → ``link-p-1e-3-l-32``)."""
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,11 @@ class Case:
     # (description, predicate on the result); a failed predicate fails the regression. Loss,
     # duplication and reordering need no check here: the benches' scoreboards raise on them.
     checks: tuple[tuple[str, Callable[[dict], bool]], ...] = ()
+
+    @property
+    def slug(self) -> str:
+        """The pytest id and case-file name."""
+        return case_slug(self.name)
 
 
 def regression_cases(seed: int) -> list[Case]:
@@ -165,7 +201,52 @@ def coherence_cases(seed: int) -> list[Case]:
     ]
 
 
+def workload_cases(seed: int) -> list[Case]:
+    """Workloads (KV cache, embedding gather, page swap, 64-byte remote read), memory and
+    message semantics; bench ``workload``."""
+    return []
+
+
+def two_level_cases(seed: int) -> list[Case]:
+    """The two-level (leaf/spine) topology."""
+    return []
+
+
+CASE_LISTS: tuple[Callable[[int], list[Case]], ...] = (
+    regression_cases,
+    switch_cases,
+    coherence_cases,
+    workload_cases,
+    two_level_cases,
+)
+
+
+def all_cases(seed: int) -> list[Case]:
+    """Every regression case for base seed ``seed``, in report order (slugs are unique)."""
+    cases = [c for make in CASE_LISTS for c in make(seed)]
+    seen: dict[str, str] = {}
+    for c in cases:
+        if c.slug in seen:
+            raise ValueError(f"cases {seen[c.slug]!r} and {c.name!r} share the id {c.slug!r}")
+        seen[c.slug] = c.name
+    return cases
+
+
+def find_case(slug: str, seed: int) -> Case:
+    """The case whose :attr:`Case.slug` is ``slug``."""
+    for c in all_cases(seed):
+        if c.slug == slug:
+            return c
+    raise ValueError(f"no regression case {slug!r}")
+
+
+def cases_dir() -> Path:
+    """Where each case leaves its result file: ``build/report/cases``."""
+    return build_root() / "report" / "cases"
+
+
 def _run_case(case: Case, sim: str | None) -> dict:
+    """Run one case's bench in this process and return its result dictionary."""
     if case.bench == "link":
         from unifab.tb.benches import link_bench
 
@@ -178,120 +259,263 @@ def _run_case(case: Case, sim: str | None) -> dict:
         loads = settings["loads"]
         result = switch_bench(sim=sim, **settings)
         if 0.01 in loads and 1.0 in loads:
-            result.update(switch_summary(result))
+            result.update(switch_summary(result))  # keeps the port counters for the report
         result["sim_cycles_per_s"] = min(p["sim_cycles_per_s"] for p in result["points"])
         return result
     if case.bench == "coherence":
         from unifab.tb.benches import coherence_bench
 
         return coherence_bench(sim=sim, **case.settings)
+    if case.bench == "workload":
+        from unifab.tb.benches import workload_bench  # type: ignore[attr-defined]
+
+        return workload_bench(sim=sim, **case.settings)
     raise ValueError(f"unknown bench {case.bench!r}")
 
 
-def run_regression(*, jobs: int = 2, seed: int = 1, sim: str | None = None) -> int:
-    """Run every case, print a summary, write the report; 0 when every check passed."""
-    import os
+def evaluate_checks(case: Case, result: Any) -> dict[str, bool]:
+    """Each check's description and whether it passed (a check that raises fails)."""
+    outcome = {}
+    for description, predicate in case.checks:
+        try:
+            outcome[description] = bool(predicate(result))
+        except Exception:
+            outcome[description] = False
+    return outcome
 
-    os.environ["UNIFAB_QUIET"] = "1"  # simulator logs go to files; the table goes to the terminal
-    cases = regression_cases(seed) + switch_cases(seed) + coherence_cases(seed)
-    out = build_root() / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"unifab regression: {len(cases)} cases, {jobs} at a time, base seed {seed}")
-    results: dict[str, dict] = {}
+
+# --------------------------------------------------------------------------------------------
+# One case in a child process
+
+
+@contextmanager
+def _measured_simulator() -> Iterator[dict[str, int]]:
+    """Run every command of cocotb's runner under :func:`os.wait4` and keep the largest
+    ``ru_maxrss`` (KiB) of the build commands (``build_kb``) and of the simulator (``sim_kb``).
+
+    Patches ``cocotb_tools.runner.Runner`` in this process only (the case's child process);
+    with a cocotb whose runner has no ``_execute_cmds`` nothing is measured.
+    """
+    from cocotb_tools import runner as cocotb_runner
+
+    peaks = {"build_kb": 0, "sim_kb": 0}
+    cls = cocotb_runner.Runner
+    if not hasattr(cls, "_execute_cmds"):
+        yield peaks
+        return
+    phase = ["build_kb"]
+    original_execute, original_test = cls._execute_cmds, cls.test
+
+    def execute_cmds(self, cmds, cwd, stdout=None) -> None:
+        for cmd in cmds:
+            stderr = None if stdout is None else subprocess.STDOUT
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            peaks[phase[0]] = max(peaks[phase[0]], usage.ru_maxrss)
+            if proc.returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {proc.returncode}")
+
+    def test(self, *args, **kwargs):
+        phase[0] = "sim_kb"
+        try:
+            return original_test(self, *args, **kwargs)
+        finally:
+            phase[0] = "build_kb"
+
+    cls._execute_cmds, cls.test = execute_cmds, test
+    try:
+        yield peaks
+    finally:
+        cls._execute_cmds, cls.test = original_execute, original_test
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m unifab.regression SPEC OUT``: run the case described by the JSON file SPEC
+    (name, bench, settings) and write its result, or its error, and the simulator's peak RSS
+    to OUT. The checks stay with the parent (they are Python predicates)."""
+    spec, out = json.loads(Path(argv[0]).read_text()), Path(argv[1])
+    case = Case(spec["name"], spec["bench"], spec["settings"])
+    payload: dict[str, Any] = {}
+    with _measured_simulator() as peaks:
+        try:
+            payload["result"] = _run_case(case, os.environ.get("SIM") or None)
+        except Exception as e:  # the parent reports it; the traceback is in the case log
+            import traceback
+
+            traceback.print_exc()
+            payload["error"] = f"{type(e).__name__}: {e}"
+    payload["sim_peak_rss_kb"] = peaks["sim_kb"] or None
+    payload["build_peak_rss_kb"] = peaks["build_kb"] or None
+    out.write_text(json.dumps(payload, default=_jsonable))
+    return 0 if "result" in payload else 1
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays, tuples and paths as JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_case_measured(case: Case, seed: int, *, sim: str | None = None) -> dict[str, Any]:
+    """Run ``case`` in a child process and return its record (also written to
+    ``build/report/cases/<slug>.json``): status, checks, error, wall seconds, peak RSS, the
+    bench result and where it came from."""
+    out_dir = cases_dir()
+    logs = out_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    spec_file = logs / f"{case.slug}.case.json"
+    result_file = logs / f"{case.slug}.result.json"
+    log_file = logs / f"{case.slug}.log"
+    result_file.unlink(missing_ok=True)
+    spec = {"name": case.name, "bench": case.bench, "settings": case.settings}
+    spec_file.write_text(json.dumps(spec, default=_jsonable))
+    env = dict(os.environ, UNIFAB_QUIET="1", UNIFAB_SEED=str(seed))
+    if sim:
+        env["SIM"] = sim
+    cmd = [sys.executable, "-m", "unifab.regression", str(spec_file), str(result_file)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_run_case, c, sim): c for c in cases}
-        for n, fut in enumerate(as_completed(futures), 1):
-            case = futures[fut]
-            try:
-                r = fut.result()
-                failed = [d for d, pred in case.checks if not pred(r)]
-                r["checks"] = {d: d not in failed for d, _ in case.checks}
-                r["status"] = "FAIL" if failed else "pass"
-            except AssertionError as e:
-                r = {"status": "FAIL", "error": str(e)}
-            results[case.name] = r
-            print(f"[{n}/{len(cases)}] {r['status']:4}  {case.name}", flush=True)
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    try:
+        payload = json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        payload = {"error": f"case process exited with {proc.returncode} and wrote no result"}
+    result = payload.get("result")
+    checks = evaluate_checks(case, result) if result is not None else {}
+    error = payload.get("error")
+    if error:
+        error = f"{error} (log: {log_file})\n{_tail(log_file)}"
+    status_text = "pass" if result is not None and all(checks.values()) else "FAIL"
+
+    def mb(kb: int | None) -> float | None:
+        return round(kb / 1024, 1) if kb else None
+
+    record = {
+        "name": case.name,
+        "slug": case.slug,
+        "bench": case.bench,
+        "settings": case.settings,
+        "base_seed": seed,
+        "sim": env.get("SIM") or "verilator",
+        "status": status_text,
+        "checks": checks,
+        "error": error,
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": mb(usage.ru_maxrss),
+        "sim_peak_rss_mb": mb(payload.get("sim_peak_rss_kb")),
+        "build_peak_rss_mb": mb(payload.get("build_peak_rss_kb")),
+        "command": os.environ.get("UNIFAB_SIM_COMMAND") or "python -m pytest sim",
+        "host": socket.gethostname(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "log": str(log_file),
+        "result": result,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{case.slug}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+    tmp.replace(path)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The whole regression: pytest (xdist, pytest-split), then the report
+
+
+def repo_root() -> Path:
+    """The checkout holding ``sim/`` (this file is ``sw/unifab/regression.py``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def pytest_command(
+    *,
+    jobs: int,
+    splits: int | None = None,
+    group: int | None = None,
+    keyword: str | None = None,
+) -> list[str]:
+    """The pytest command line that runs the regression cases (from the repository root)."""
+    cmd = [sys.executable, "-m", "pytest", "sim", "-v", "-p", "no:cacheprovider"]
+    cmd += ["-n", str(jobs)]
+    if splits is not None:
+        cmd += ["--splits", str(splits), "--group", str(group)]
+        cmd += ["--splitting-algorithm", "least_duration"]
+        cmd += ["--durations-path", str(repo_root() / "sim" / ".test_durations")]
+    if keyword:
+        cmd += ["-k", keyword]
+    return cmd
+
+
+def run_regression(
+    *,
+    jobs: int = 2,
+    seed: int = 1,
+    sim: str | None = None,
+    splits: int | None = None,
+    group: int | None = None,
+    keyword: str | None = None,
+    command: str | None = None,
+) -> int:
+    """Run the regression cases with pytest, then merge every case file into the report;
+    0 when every case passed. A whole run (no shard, no ``-k``) first removes old case files."""
+    from unifab.report import merge_report
+
+    if (splits is None) != (group is None):
+        raise ValueError("--splits and --group go together")
+    if splits is not None and not 1 <= group <= splits:
+        raise ValueError(f"--group must be 1..{splits} (the number of --splits), not {group}")
+    cases = all_cases(seed)
+    root = repo_root()
+    if not (root / "sim" / "test_sim.py").is_file():
+        raise ValueError(f"no sim/test_sim.py under {root}: run from a source checkout")
+    if splits is None and not keyword:
+        for old in cases_dir().glob("*.json"):
+            old.unlink()
+    cmd = pytest_command(jobs=jobs, splits=splits, group=group, keyword=keyword)
+    command = command or f"unifab sim --jobs {jobs} --seed {seed}"
+    print(
+        f"unifab regression: {len(cases)} cases, {jobs} at a time, base seed {seed}"
+        f" (replay with UNIFAB_SEED={seed} or --seed {seed})"
+    )
+    print("$ " + shlex.join(cmd), flush=True)
+    env = dict(os.environ, UNIFAB_SEED=str(seed), UNIFAB_SIM_COMMAND=command)
+    if sim:
+        env["SIM"] = sim
+    start = time.perf_counter()
+    code = subprocess.call(cmd, cwd=root, env=env)
     elapsed = time.perf_counter() - start
-
-    from unifab.cli import LINK_COLUMNS
-
-    cols = tuple(c for c in LINK_COLUMNS if c not in ("p_err", "latency"))
-    lines = ["| case | status | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
-    for case in (c for c in cases if c.bench == "link"):
-        r = results[case.name]
-        cells = [format_figure(r.get(c, "")) for c in cols]
-        lines.append(f"| {case.name} | {r['status']} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    failed = [name for name, r in results.items() if r["status"] != "pass"]
-    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({elapsed:.0f} s)")
-
-    switch_rows = [c for c in cases if c.bench == "switch"]
-    scols = ("saturation_throughput", "zero_load_latency", "latency_at_0_8", "sim_cycles_per_s")
-    slines = ["| case | status | " + " | ".join(scols) + " |", "|---" * (len(scols) + 2) + "|"]
-    for case in switch_rows:
-        r = results[case.name]
-        slines.append(
-            f"| {case.name} | {r['status']} | "
-            + " | ".join(format_figure(r.get(c, "")) for c in scols)
-            + " |"
+    if code == 5:
+        raise ValueError(
+            f"-k {keyword!r} selects no regression case" if keyword else "no case was selected"
         )
-    print()
-    print("\n".join(slines))
-
-    from unifab.cli import COHERENCE_COLUMNS
-
-    ccols = ("ops", "checked_loads", "violations", *COHERENCE_COLUMNS)
-    clines = ["| case | status | " + " | ".join(ccols) + " |", "|---" * (len(ccols) + 2) + "|"]
-    for case in (c for c in cases if c.bench == "coherence"):
-        r = results[case.name]
-        clines.append(
-            f"| {case.name} | {r['status']} | "
-            + " | ".join(format_figure(r.get(c, "")) for c in ccols)
-            + " |"
-        )
-    print()
-    print("\n".join(clines))
-
-    payload = {name: {k: v for k, v in r.items() if k != "counters"} for name, r in results.items()}
-    (out / "results.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
-    report = [
-        "# unifab regression report",
-        "",
-        f"Command: `make sim` (or `unifab sim --seed {seed} --jobs {jobs}`), "
-        f"simulator {sim or 'verilator'}, {elapsed:.0f} s wall.",
-        "",
-        "## Link layer (two link layers over lossy channels, all VCs at once)",
-        "",
-        "Goodput is payload flits per cycle per direction; lost/duplicated/reordered come from "
-        "the per-VC ordered scoreboard.",
-        "",
-        table,
-        "",
-        "## Switch (offered-load sweeps, Python traffic generators and scoreboards)",
-        "",
-        "\n".join(slines),
-        "",
-        "## Coherent system (endpoints, homes, one switch; AXI VIP on every port)",
-        "",
-        "Latencies in cycles at the endpoints' AXI ports (one switch hop, no link layer);"
-        " memory_read is the AXI RAM's own latency, remote_read_clean_fabric the rest. The"
-        " stress runs every workload with every coherence checker on.",
-        "",
-        "\n".join(clines),
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(report))
-    print(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
-    for name in failed:
-        print(f"FAILED: {name}: {results[name].get('error') or results[name]['checks']}")
-    return 1 if failed else 0
+    if code not in (0, 1):
+        raise ValueError(f"pytest stopped with exit code {code} (see its output above)")
+    failed = merge_report(commands=[command], elapsed_s=elapsed)
+    return 1 if failed or code else 0
 
 
 def format_figure(v: Any) -> str:
     """Numbers as the terminal tables and the report print them."""
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+    if v is None:
+        return ""
     return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
