@@ -739,6 +739,46 @@ def test_stream_adapters(vcs: int, depth: int) -> None:
     simulate(dut, bench, name=name)
 
 
+def test_nonexistent_vc_is_flagged() -> None:
+    """A flit on a VC number the fabric does not have (VC 4-7 of a 4-VC fabric: the field has
+    3 bits) has no credit and no queue. It is discarded, but not silently: FabricToStreams
+    raises ``overflow``, an input unit counts it in ``dropped``; real VCs are unaffected."""
+    fabric = FabricParams()
+    rx = FabricToStreams(fabric, depth=2)
+    params = SwitchParams(fabric=fabric, ports=4, buffer_depth=2, allocator="islip")
+    config = SwitchConfig(node_id=SWITCH_NODE, routes={n: n % params.ports for n in range(NODES)})
+    unit = InputHarness(params, config, 1)
+
+    class Both(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.rx, m.submodules.unit = rx, unit
+            return m
+
+    body = flit_raw(False, True, 0x1234)
+
+    async def bench(ctx):
+        for port in (rx.port, unit.unit.inp):
+            ctx.set(port.valid, 1)
+            ctx.set(port.vc, 0)
+            ctx.set(Value.cast(port.flit), body)
+        await ctx.tick()  # a flit on a real VC: nothing flagged
+        assert not ctx.get(rx.overflow) and ctx.get(unit.unit.dropped) == 0
+        assert ctx.get(rx.streams[0].valid)
+        for vc in range(fabric.vcs, 8):
+            for port in (rx.port, unit.unit.inp):
+                ctx.set(port.vc, vc)
+            await ctx.tick()
+        for port in (rx.port, unit.unit.inp):
+            ctx.set(port.valid, 0)
+        await ctx.tick()
+        assert ctx.get(rx.overflow), "FabricToStreams flags a flit on a nonexistent VC"
+        assert ctx.get(unit.unit.dropped) == 8 - fabric.vcs, "the input unit counts each"
+        assert [ctx.get(s.valid) for s in rx.streams] == [1, 0, 0, 0]
+
+    simulate(Both(), bench, name="nonexistent_vc")
+
+
 # --------------------------------------------------------------------------------------------
 # Whole switch
 

@@ -488,6 +488,11 @@ class HomeAgent(wiring.Component):
         write_then_snoop = Signal()
 
         snoop_sent = Signal()
+        offer_snoop = Signal()  # the engine offers the next snoop (state SNOOP)
+        # A snoop offered and not taken stays offered until it is (the valid/ready contract),
+        # also while the engine takes an SNP_RESP_DATA and writes it to memory in between
+        # (it used to be withdrawn then; found by the stream-contract proof).
+        snoop_held = Signal()
         rsp_answer = Signal()
         dat_answer = Signal()
         m.d.sync += outstanding.eq(outstanding + snoop_sent - rsp_answer - dat_answer)
@@ -826,19 +831,7 @@ class HomeAgent(wiring.Component):
                         m.d.sync += answered_s.eq(1)
                     m.next = "SNOOP_DATA"
                 with m.Elif(targets != 0):
-                    m.d.comb += [
-                        out_valid.eq(1),
-                        out_vc.eq(MsgClass.SNP.value),
-                        out_head.eq(1),
-                        out_tail.eq(1),
-                        out_payload.eq(snoop_hdr),
-                    ]
-                    with m.If(out_ready):
-                        m.d.comb += snoop_sent.eq(1)
-                        m.d.sync += [
-                            targets.eq(targets & ~(Const(1, ms) << target)),
-                            self.snoops.eq(self.snoops + 1),
-                        ]
+                    m.d.comb += offer_snoop.eq(1)
                 with m.Elif(outstanding == 0):
                     m.d.sync += snooping.eq(0)
                     with m.If(back_invalidating):
@@ -971,6 +964,22 @@ class HomeAgent(wiring.Component):
                     table.drop_index.eq(table_index),
                 ]
                 m.next = "IDLE"
+
+        with m.If(offer_snoop | snoop_held):
+            m.d.comb += [
+                out_valid.eq(1),
+                out_vc.eq(MsgClass.SNP.value),
+                out_head.eq(1),
+                out_tail.eq(1),
+                out_payload.eq(snoop_hdr),
+            ]
+            m.d.sync += snoop_held.eq(~out_ready)
+            with m.If(out_ready):
+                m.d.comb += snoop_sent.eq(1)
+                m.d.sync += [
+                    targets.eq(targets & ~(Const(1, ms) << target)),
+                    self.snoops.eq(self.snoops + 1),
+                ]
 
         m.d.sync += self.unexpected.eq(self.unexpected + sum(unexpected_pulses))
         m.d.comb += self.busy.eq(~engine.ongoing("IDLE") | (table.used != 0))

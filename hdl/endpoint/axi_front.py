@@ -95,8 +95,10 @@ class AxiFront(wiring.Component):
             op.last.eq(left == 0),
             op.id.eq(bid),
             op.addr.eq(addr),
-            op.data.eq(axi.wdata),
-            op.strb.eq(axi.wstrb),
+            # A read's beat carries no W data: zero, so that the payload holds while the
+            # operation waits (W may change under a read; found by the stream-contract proof).
+            op.data.eq(Mux(write, axi.wdata, 0)),
+            op.strb.eq(Mux(write, axi.wstrb, 0)),
             op.user.eq(user),
         ]
 

@@ -63,7 +63,8 @@ class FabricToStreams(wiring.Component):
     streams : Out(stream(Flit)).array(vcs)
         The same flits, one stream per VC.
     overflow : Out(1)
-        Sticky: a flit arrived for a full VC buffer (the sender broke the credit rule).
+        Sticky: a flit arrived for a full VC buffer, or on a VC number the fabric does not
+        have (``vc >= vcs``; it is discarded) — the sender broke the credit rule.
     """
 
     def __init__(self, fabric: FabricParams, *, depth: int):
@@ -96,6 +97,10 @@ class FabricToStreams(wiring.Component):
                 self.port.credit[v].eq(fifo.r_rdy & self.streams[v].ready),
             ]
             with m.If(arrive & ~fifo.w_rdy):
+                m.d.sync += self.overflow.eq(1)
+        if f.vcs < 1 << len(self.port.vc):
+            # No credit exists for such a VC: flag the flit instead of losing it silently.
+            with m.If(self.port.valid & (self.port.vc >= f.vcs)):
                 m.d.sync += self.overflow.eq(1)
         return m
 

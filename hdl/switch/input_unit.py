@@ -204,6 +204,9 @@ class InputUnit(wiring.Component):
                 m.d.sync += self.denied.eq(self.denied + 1)
             with m.If(rc.error == ErrorCode.MALFORMED):
                 m.d.sync += self.malformed.eq(self.malformed + 1)
-            with m.If(rc.drop):
-                m.d.sync += self.dropped.eq(self.dropped + 1)
+        # A flit on a VC number the fabric does not have (no credit exists for it) has no
+        # queue: it is discarded and counted in `dropped`, not lost silently.
+        bad_vc = self.inp.valid & (self.inp.vc >= vcs)
+        with m.If((self.inp.valid & arriving.head & rc.drop) | bad_vc):
+            m.d.sync += self.dropped.eq(self.dropped + 1)
         return m
