@@ -453,6 +453,38 @@ def test_noncacheable(cache):
     env.run(bench)
 
 
+def test_noncacheable_burst_beats_all_outstanding():
+    """The beats of a non-cacheable burst to one line are all in flight at once (one NC
+    request per beat, a tag each), answers may come back in any order, data leaves in order."""
+    env = Env(params(noncacheable=(NC_WIN,), mshrs=4))
+    base = 0x8000_0100
+    data = line_bytes(5)
+
+    async def bench(ctx):
+        t = env.axi.read(base, 4, id=3)
+        reqs = [await env.next(ctx) for _ in range(4)]
+        assert [(m.header.opcode, m.header.addr, m.header.tag) for m in reqs] == [
+            (Opcode.NC_READ, base + 16 * k, k) for k in range(4)
+        ]
+        for k in (2, 0, 3, 1):
+            env.send(home(Opcode.COMP_DATA, base + 16 * k, k), data, FULL << 48)
+        await env.axi.wait(ctx, t)
+        assert t.data == [beat(data, k) for k in range(4)] and t.resps == [AxiResp.OKAY] * 4
+        w = env.axi.write(base, [k + 1 for k in range(4)], [0xFFFF] * 4, id=1)
+        writes = [await env.next(ctx) for _ in range(4)]
+        assert [(m.header.opcode, m.header.tag) for m in writes] == [
+            (Opcode.NC_WRITE, k) for k in range(4)
+        ]
+        for k in (3, 1, 2, 0):
+            env.send(home(Opcode.COMP, base, k))
+        await env.axi.wait(ctx, w)
+        assert w.resp == AxiResp.OKAY
+        await env.quiet(ctx, 10)
+        assert ctx.get(env.dut.mshr_busy) == 0
+
+    env.run(bench)
+
+
 ATOMICS = [
     # (awuser op, opcode, size, addr, operand, compare)
     (1, Opcode.ATOMIC_ADD, 3, 0x9008, 0x1111_2222_3333_4444, None),

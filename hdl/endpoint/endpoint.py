@@ -274,6 +274,20 @@ class Endpoint(wiring.Component):
                 *(ev[i].busy & (ev[i].addr[6:] == lline) for i in range(n)),
             ).any()
         )
+        # A non-cacheable access waits only for a line fill or an eviction of its line, not for
+        # other non-cacheable accesses to it: the home serves one requester's requests to a
+        # line in arrival order (one REQ path per home, in order) and answers leave in request
+        # order, so the beats of a burst to one line may all be outstanding at once.
+        nc_conflict = Signal()
+        m.d.comb += nc_conflict.eq(
+            Cat(
+                *(
+                    mshr[i].busy & mshr[i].active & mshr[i].cached & (mshr[i].addr[6:] == lline)
+                    for i in range(n)
+                ),
+                *(ev[i].busy & (ev[i].addr[6:] == lline) for i in range(n)),
+            ).any()
+        )
         ev_hit, ev_hit_idx = _first(
             m, [ev[i].busy & ev[i].snoop & (ev[i].addr[6:] == lline) for i in range(n)], "evhit"
         )
@@ -642,7 +656,7 @@ class Endpoint(wiring.Component):
                     push(resp=AxiResp.SLVERR)
                 with m.Elif(is_atomic), m.If(free_mshr_any & ~conflict):
                     allocate(Opcode.ATOMIC_ADD.value - 1 + aop, size=asize)
-                with m.Elif(~cacheable), m.If(free_mshr_any & ~conflict):
+                with m.Elif(~cacheable), m.If(free_mshr_any & ~nc_conflict):
                     allocate(Mux(op.write, Opcode.NC_WRITE, Opcode.NC_READ))
                 with m.Elif(conflict):
                     pass  # wait for the line's MSHR / eviction
