@@ -7,11 +7,12 @@ text, the simulator and the waveform setting, so benches that share a design sha
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,54 +111,70 @@ def run_bench(
         flags = os.environ.get("MAKEFLAGS", "")
         if pch not in flags:
             os.environ["MAKEFLAGS"] = f"{flags} {pch}".strip()
-    # Parallel pytest workers and regression jobs may want the same build: one builds, the
-    # others wait for the lock and then reuse it.
-    with open(build_dir / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not source.exists() or source.read_text() != text:
-            source.write_text(text)
-        runner.build(
-            sources=[source, *(Path(x) for x in extra_sources)],
-            hdl_toplevel=toplevel,
-            build_dir=build_dir,
-            build_args=build_args,
-            timescale=("1ns", "1ps"),
-            waves=waves,
-            always=False,
-            log_file=(build_dir / "build.log") if quiet else None,
-        )
-    run_name = name or (testcase or test_module.rsplit(".", 1)[-1])
-    test_dir = build_dir / "runs" / run_name
-    test_dir.mkdir(parents=True, exist_ok=True)
+    # cocotb's runner lets $WAVES override its `waves` argument (`make test` exports WAVES=0):
+    # the environment says what this call decided while it builds and runs.
+    with _waves_environment(waves):
+        # Parallel pytest workers and regression jobs may want the same build: one builds, the
+        # others wait for the lock and then reuse it.
+        with open(build_dir / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not source.exists() or source.read_text() != text:
+                source.write_text(text)
+            runner.build(
+                sources=[source, *(Path(x) for x in extra_sources)],
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                always=False,
+                log_file=(build_dir / "build.log") if quiet else None,
+            )
+        run_name = name or (testcase or test_module.rsplit(".", 1)[-1])
+        test_dir = build_dir / "runs" / run_name
+        test_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            results_xml = runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                testcase=testcase,
+                test_dir=test_dir,
+                extra_env=dict(env or {}),
+                waves=waves,
+                timescale=("1ns", "1ps"),
+                results_xml=str(test_dir / "results.xml"),
+                log_file=(test_dir / "sim.log") if quiet else None,
+            )
+        except SystemExit:
+            # cocotb's runner exits on a failed test; the results file says which.
+            results_xml = test_dir / "results.xml"
+        tests, failures = _count_results(Path(results_xml))
+        wave_file = None
+        if waves:
+            wave_file = _find_dump(test_dir, build_dir)
+            _announce_waves(design, toplevel, wave_file)
+        result = BenchResult(tests, failures, Path(results_xml), wave_file)
+        if not result.ok:
+            raise AssertionError(
+                f"cocotb bench {test_module}"
+                + (f"::{testcase}" if testcase else "")
+                + f" on {sim}: {failures} of {tests} tests failed (see {results_xml}"
+                + (f" and {test_dir / 'sim.log'})" if quiet else ")")
+            )
+        return result
+
+
+@contextlib.contextmanager
+def _waves_environment(waves: bool) -> Iterator[None]:
+    saved = os.environ.get("WAVES")
+    os.environ["WAVES"] = "1" if waves else "0"
     try:
-        results_xml = runner.test(
-            test_module=test_module,
-            hdl_toplevel=toplevel,
-            testcase=testcase,
-            test_dir=test_dir,
-            extra_env=dict(env or {}),
-            waves=waves,
-            timescale=("1ns", "1ps"),
-            results_xml=str(test_dir / "results.xml"),
-            log_file=(test_dir / "sim.log") if quiet else None,
-        )
-    except SystemExit:
-        # cocotb's runner exits on a failed test; the results file says which.
-        results_xml = test_dir / "results.xml"
-    tests, failures = _count_results(Path(results_xml))
-    wave_file = None
-    if waves:
-        wave_file = _find_dump(test_dir, build_dir)
-        _announce_waves(design, toplevel, wave_file)
-    result = BenchResult(tests, failures, Path(results_xml), wave_file)
-    if not result.ok:
-        raise AssertionError(
-            f"cocotb bench {test_module}"
-            + (f"::{testcase}" if testcase else "")
-            + f" on {sim}: {failures} of {tests} tests failed (see {results_xml}"
-            + (f" and {test_dir / 'sim.log'})" if quiet else ")")
-        )
-    return result
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("WAVES", None)
+        else:
+            os.environ["WAVES"] = saved
 
 
 def _find_dump(test_dir: Path, build_dir: Path) -> Path | None:

@@ -11,13 +11,15 @@ from unifab.topology import load_topology
 from unifab.workloads import WORKLOAD_NAMES, WorkloadSpec, plan_workload
 
 SCALE = 0.25
+# kv_cache at 1/8: two turns of 4-8 KiB blocks per endpoint fit the small preset's 32 KiB pool.
+SCALES = {"kv_cache": 0.125}
 SEED = seed_from_env(1)
 
 
 def _plan(workload: str, mode: str, seed: int):
     view = SystemView.of_topology(load_topology("small"))
     cached = mode == "memory" and workload in ("embedding_gather", "remote_read_64")
-    spec = WorkloadSpec(name=workload).scaled(SCALE)
+    spec = WorkloadSpec(name=workload).scaled(SCALES.get(workload, SCALE))
     return plan_workload(
         spec, endpoints=2, pool=view.cached_pool if cached else view.pool, seed=seed
     )
@@ -31,7 +33,7 @@ def test_workload(workload, mode):
         workload=workload,
         mode=mode,
         preset="small",
-        scale=SCALE,
+        scale=SCALES.get(workload, SCALE),
         p_idle=0.2,
         p_stall=0.2,
         seed=SEED,

@@ -119,7 +119,8 @@ def test_spec_validation(kwargs, message):
 
 def test_scaled_keeps_sizes_in_range():
     s = WorkloadSpec(name="kv_cache").scaled(0.1)
-    assert s.turns == 1 and PAGE <= s.block_min <= s.block_max <= 64 * 1024
+    assert s.turns == 2  # one turn reusing the other's prefix, at any scale
+    assert PAGE <= s.block_min <= s.block_max <= 8 * 1024
     with pytest.raises(ValueError, match="scale must be positive"):
         WorkloadSpec(name="kv_cache").scaled(0)
 

@@ -201,21 +201,84 @@ def coherence_cases(seed: int) -> list[Case]:
     ]
 
 
+# Scale of each workload in the regression (WorkloadSpec.scaled): the bulk workloads at half
+# size keep `make sim` within the hour on 2 cores (KV blocks 8-32 KiB, 8 pages per endpoint).
+WORKLOAD_SCALES = {
+    "kv_cache": 0.5,
+    "embedding_gather": 1.0,
+    "page_swap": 0.5,
+    "remote_read_64": 1.0,
+}
+
+
+def _no_violations(r: dict) -> bool:
+    return r["violations"] == 0
+
+
 def workload_cases(seed: int) -> list[Case]:
     """Workloads (KV cache, embedding gather, page swap, 64-byte remote read), memory and
-    message semantics; bench ``workload``."""
-    return []
+    message semantics on the ``default`` super node; both modes of a workload share a seed,
+    so they run the same transfers."""
+    return [
+        Case(
+            f"workload {workload} {mode}",
+            "workload",
+            dict(workload=workload, mode=mode, preset="default", scale=scale, seed=seed + 10 + k),
+            (("no violations", _no_violations),),
+        )
+        for k, (workload, scale) in enumerate(WORKLOAD_SCALES.items())
+        for mode in ("memory", "message")
+    ]
+
+
+def supernode_cases(seed: int) -> list[Case]:
+    """The coherence stress on the ``default`` topology's super node (8 endpoints, 4 homes)."""
+    return [
+        Case(
+            "coherence supernode default stress",
+            "coherence",
+            dict(topology="default", ops=300, seed=seed + 5),
+            (("no violations", _no_violations),),
+        )
+    ]
 
 
 def two_level_cases(seed: int) -> list[Case]:
-    """The two-level (leaf/spine) topology."""
-    return []
+    """The two-level (leaf/spine, link layers) topology: the coherence stress and the
+    workloads in memory semantics, plus the 64-byte read in both modes."""
+    cases = [
+        Case(
+            "two-level coherence stress",
+            "coherence",
+            dict(topology="two-level", ops=1000, seed=seed + 20),
+            (("no violations", _no_violations),),
+        )
+    ]
+    for k, (workload, scale) in enumerate(WORKLOAD_SCALES.items()):
+        modes = ("memory", "message") if workload == "remote_read_64" else ("memory",)
+        cases += [
+            Case(
+                f"two-level workload {workload} {mode}",
+                "workload",
+                dict(
+                    workload=workload,
+                    mode=mode,
+                    preset="two-level",
+                    scale=scale,
+                    seed=seed + 30 + k,
+                ),
+                (("no violations", _no_violations),),
+            )
+            for mode in modes
+        ]
+    return cases
 
 
 CASE_LISTS: tuple[Callable[[int], list[Case]], ...] = (
     regression_cases,
     switch_cases,
     coherence_cases,
+    supernode_cases,
     workload_cases,
     two_level_cases,
 )

@@ -87,13 +87,23 @@ class WorkloadSpec:
     pages: int = 16
     # remote_read_64
     reads: int = 32
+    readers: int = 1  # endpoints issuing reads (1: the unloaded latency)
 
     def __post_init__(self) -> None:
         if self.name not in WORKLOAD_NAMES:
             raise ValueError(
                 f"workload must be one of {', '.join(WORKLOAD_NAMES)}, not {self.name!r}"
             )
-        for k in ("outstanding", "turns", "tables", "batches", "lookups", "pages", "reads"):
+        for k in (
+            "outstanding",
+            "turns",
+            "tables",
+            "batches",
+            "lookups",
+            "pages",
+            "reads",
+            "readers",
+        ):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"workload {self.name}: {k} must be a positive integer, not {v!r}")
@@ -112,7 +122,7 @@ class WorkloadSpec:
 
     def scaled(self, scale: float) -> WorkloadSpec:
         """Fewer (``scale`` < 1) or more operations, the same transfer sizes; below 1 the
-        largest KV block and the embedding tables shrink too, so small presets' pools fit."""
+        KV blocks and the embedding tables shrink too, so small presets' pools fit."""
         if scale <= 0:
             raise ValueError(f"scale must be positive, not {scale}")
 
@@ -122,12 +132,12 @@ class WorkloadSpec:
         block_max = max(PAGE, min(self.block_max, n(self.block_max // PAGE) * PAGE))
         return replace(
             self,
-            turns=n(self.turns),
+            turns=max(min(2, self.turns), n(self.turns)),  # a turn reusing a prefix
             batches=n(self.batches),
             pages=n(self.pages),
             reads=n(self.reads),
             block_max=block_max,
-            block_min=min(self.block_min, block_max),
+            block_min=max(PAGE, min(self.block_min, n(self.block_min // PAGE) * PAGE, block_max)),
             table_bytes=max(PAGE, min(self.table_bytes, n(self.table_bytes // PAGE) * PAGE)),
         )
 
@@ -267,7 +277,9 @@ def _remote_read_64(
             [Transfer("get", base + rng.randrange(span // LINE) * LINE, LINE, next(ident))]
             for _ in range(spec.reads)
         ]
-        for _ in range(endpoints)
+        if ep < spec.readers
+        else []
+        for ep in range(endpoints)
     ]
     return WorkloadPlan(spec, phases, preload)
 
