@@ -190,25 +190,13 @@ def _find_dump(test_dir: Path, build_dir: Path) -> Path | None:
 
 
 def dump_scope(dump: Path, toplevel: str) -> str | None:
-    """The dotted scope of ``toplevel``'s instance in a VCD header (Verilator nests it under
-    ``TOP``, which repeats the top's ports), or ``None`` when it cannot be read."""
+    """The dotted scope of ``toplevel``'s instance in a VCD dump, or ``None`` when it cannot
+    be read (FST)."""
+    from unifab.waves import vcd_instance_scope
+
     if dump.suffix != ".vcd" or not dump.is_file():
         return None
-    stack: list[str] = []
-    with open(dump, errors="replace") as f:
-        for line in f:
-            words = line.split()
-            if not words:
-                continue
-            if words[0] == "$scope" and len(words) >= 3:
-                stack.append(words[2])
-                if words[2] == toplevel:
-                    return ".".join(stack)
-            elif words[0] == "$upscope" and stack:
-                stack.pop()
-            elif words[0] == "$enddefinitions":
-                break
-    return None
+    return vcd_instance_scope(dump, toplevel)
 
 
 def write_wave_view(design, toplevel: str, dump: Path) -> Path | None:

@@ -35,36 +35,28 @@ __all__ = [
 #: read of the same size, message latency over memory latency.
 PUBLISHED_REMOTE_READ_RATIO = 4.4
 
-LINK_COLUMNS = (
-    "flits",
-    "goodput",
-    "lost",
-    "duplicated",
-    "reordered",
-    "replays",
-    "crc_errors",
-    "cycles",
-    "sim_cycles_per_s",
-)
+
+def _link_columns() -> tuple[str, ...]:
+    from unifab.cli import LINK_COLUMNS as BENCH_LINK_COLUMNS
+
+    # The bench table's columns but the settings every regression row names already.
+    return tuple(c for c in BENCH_LINK_COLUMNS if c not in ("p_err", "latency"))
+
+
+LINK_COLUMNS = _link_columns()
 SWITCH_COLUMNS = (
     "saturation_throughput",
     "zero_load_latency",
     "latency_at_0_8",
     "sim_cycles_per_s",
 )
-COHERENCE_COLUMNS = (
-    "ops",
-    "checked_loads",
-    "violations",
-    "load_hit",
-    "store_hit",
-    "remote_read_clean",
-    "memory_read",
-    "remote_read_clean_fabric",
-    "remote_read_forward",
-    "upgrade",
-    "atomic_contended",
-)
+def _coherence_columns() -> tuple[str, ...]:
+    from unifab.cli import COHERENCE_COLUMNS as LATENCY_COLUMNS
+
+    return ("ops", "checked_loads", "violations", *LATENCY_COLUMNS)
+
+
+COHERENCE_COLUMNS = _coherence_columns()
 MODES = ("memory", "message")
 #: The pytest function that runs one regression case (``sim/test_sim.py``).
 SIM_TEST_NODE = "sim/test_sim.py::test_case"

@@ -16,7 +16,7 @@ import itertools
 import shlex
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "run_filter",
     "silence_unused",
     "top_groups",
+    "vcd_instance_scope",
     "vcd_scope",
     "write_gtkw",
 ]
@@ -274,8 +275,9 @@ def gtkw_text(
     return "\n".join(lines) + "\n"
 
 
-def vcd_scope(path: str | Path, port: str = "clk") -> str | None:
-    """The dotted scope of the first VCD scope that holds a variable ``port``."""
+def _vcd_header(path: str | Path) -> Iterator[tuple[str, list[str], str]]:
+    """``("scope", stack, name)`` for each scope opened and ``("var", stack, name)`` for each
+    variable of a VCD header, ``stack`` being the enclosing scope names."""
     stack: list[str] = []
     with open(path, errors="replace") as f:
         for line in f:
@@ -284,13 +286,30 @@ def vcd_scope(path: str | Path, port: str = "clk") -> str | None:
                 continue
             if words[0] == "$scope" and len(words) >= 3:
                 stack.append(words[2])
+                yield "scope", stack, words[2]
             elif words[0] == "$upscope":
                 if stack:
                     stack.pop()
-            elif words[0] == "$var" and len(words) >= 5 and words[4] == port:
-                return ".".join(stack)
+            elif words[0] == "$var" and len(words) >= 5:
+                yield "var", stack, words[4]
             elif words[0] == "$enddefinitions":
-                break
+                return
+
+
+def vcd_scope(path: str | Path, port: str = "clk") -> str | None:
+    """The dotted scope of the first VCD scope that holds a variable ``port``."""
+    for kind, stack, name in _vcd_header(path):
+        if kind == "var" and name == port:
+            return ".".join(stack)
+    return None
+
+
+def vcd_instance_scope(path: str | Path, instance: str) -> str | None:
+    """The dotted path of the first VCD scope named ``instance`` (Verilator nests the top's
+    instance under ``TOP``, which repeats the top's ports)."""
+    for kind, stack, name in _vcd_header(path):
+        if kind == "scope" and name == instance:
+            return ".".join(stack)
     return None
 
 
