@@ -50,6 +50,8 @@ SWITCH_COLUMNS = (
     "latency_at_0_8",
     "sim_cycles_per_s",
 )
+
+
 def _coherence_columns() -> tuple[str, ...]:
     from unifab.cli import COHERENCE_COLUMNS as LATENCY_COLUMNS
 
