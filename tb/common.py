@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,11 +55,14 @@ class BenchSettings:
         return self.values.get(name, default)
 
     def write_result(self, result: Mapping[str, Any]) -> None:
-        """Write the bench's figures where the runner asked for them (``result_file``)."""
+        """Write the bench's figures where the runner asked for them (``result_file``), with
+        ``sim_peak_rss_kb``: the simulator process's own peak resident set so far (the
+        testbench runs embedded in it, so this is the compiled model plus the bench)."""
         path = self.values.get("result_file")
         if path:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             with open(path, "w") as f:
-                json.dump(dict(result), f, indent=1, sort_keys=True)
+                json.dump({**result, "sim_peak_rss_kb": peak}, f, indent=1, sort_keys=True)
 
 
 def read(handle) -> int:

@@ -57,7 +57,10 @@ def test_measured_case_writes_its_record(tmp_path, monkeypatch):
     assert record["checks"] == {"goodput > 0.1": True, "impossible goodput": False}
     assert record["status"] == "FAIL" and record["error"] is None
     assert record["wall_s"] > 0 and record["peak_rss_mb"] > 10
-    assert 1 < record["sim_peak_rss_mb"] <= record["peak_rss_mb"]
+    # The simulator reports its own peak (a Verilator model with an embedded Python bench is
+    # tens of MB); it is one process of the case's tree, whose peak wait4 reports, so it can
+    # never exceed that. A missing measurement (None) fails the comparison.
+    assert 20 < record["sim_peak_rss_mb"] <= record["peak_rss_mb"]
     assert record["result"]["lost"] == 0 and record["result"]["latency"] == 8
     stored = json.loads((tmp_path / "cases" / "tiny-link.json").read_text())
     assert stored["checks"] == record["checks"] and stored["base_seed"] == 5

@@ -10,8 +10,8 @@ into ``build/report/report.md`` and ``results.json``.
 Peak RSS: the child process is reaped with :func:`os.wait4`; its ``ru_maxrss`` is the largest
 resident set of any single process of the case's tree (the Python bench driver, and the
 Verilator compiler and C++ compiler when this case built the model). The simulator process
-alone (the cocotb test command: the compiled model with the Python testbench embedded) is
-measured the same way inside the child, as ``sim_peak_rss_mb``.
+alone (the compiled model with the Python testbench embedded) reports its own peak with its
+result (``BenchSettings.write_result``), as ``sim_peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,48 +350,6 @@ def evaluate_checks(case: Case, result: Any) -> dict[str, bool]:
 # One case in a child process
 
 
-@contextmanager
-def _measured_simulator() -> Iterator[dict[str, int]]:
-    """Run every command of cocotb's runner under :func:`os.wait4` and keep the largest
-    ``ru_maxrss`` (KiB) of the build commands (``build_kb``) and of the simulator (``sim_kb``).
-
-    Patches ``cocotb_tools.runner.Runner`` in this process only (the case's child process);
-    with a cocotb whose runner has no ``_execute_cmds`` nothing is measured.
-    """
-    from cocotb_tools import runner as cocotb_runner
-
-    peaks = {"build_kb": 0, "sim_kb": 0}
-    cls = cocotb_runner.Runner
-    if not hasattr(cls, "_execute_cmds"):
-        yield peaks
-        return
-    phase = ["build_kb"]
-    original_execute, original_test = cls._execute_cmds, cls.test
-
-    def execute_cmds(self, cmds, cwd, stdout=None) -> None:
-        for cmd in cmds:
-            stderr = None if stdout is None else subprocess.STDOUT
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            peaks[phase[0]] = max(peaks[phase[0]], usage.ru_maxrss)
-            if proc.returncode != 0:
-                raise RuntimeError(f"Command failed with return code: {proc.returncode}")
-
-    def test(self, *args, **kwargs):
-        phase[0] = "sim_kb"
-        try:
-            return original_test(self, *args, **kwargs)
-        finally:
-            phase[0] = "build_kb"
-
-    cls._execute_cmds, cls.test = execute_cmds, test
-    try:
-        yield peaks
-    finally:
-        cls._execute_cmds, cls.test = original_execute, original_test
-
-
 def _child_main(argv: list[str]) -> int:
     """``python -m unifab.regression SPEC OUT``: run the case described by the JSON file SPEC
     (name, bench, settings) and write its result, or its error, and the simulator's peak RSS
@@ -400,16 +357,13 @@ def _child_main(argv: list[str]) -> int:
     spec, out = json.loads(Path(argv[0]).read_text()), Path(argv[1])
     case = Case(spec["name"], spec["bench"], spec["settings"])
     payload: dict[str, Any] = {}
-    with _measured_simulator() as peaks:
-        try:
-            payload["result"] = _run_case(case, os.environ.get("SIM") or None)
-        except Exception as e:  # the parent reports it; the traceback is in the case log
-            import traceback
+    try:
+        payload["result"] = _run_case(case, os.environ.get("SIM") or None)
+    except Exception as e:  # the parent reports it; the traceback is in the case log
+        import traceback
 
-            traceback.print_exc()
-            payload["error"] = f"{type(e).__name__}: {e}"
-    payload["sim_peak_rss_kb"] = peaks["sim_kb"] or None
-    payload["build_peak_rss_kb"] = peaks["build_kb"] or None
+        traceback.print_exc()
+        payload["error"] = f"{type(e).__name__}: {e}"
     out.write_text(json.dumps(payload, default=_jsonable))
     return 0 if "result" in payload else 1
 
@@ -479,8 +433,8 @@ def run_case_measured(case: Case, seed: int, *, sim: str | None = None) -> dict[
         "error": error,
         "wall_s": round(wall, 2),
         "peak_rss_mb": mb(usage.ru_maxrss),
-        "sim_peak_rss_mb": mb(payload.get("sim_peak_rss_kb")),
-        "build_peak_rss_mb": mb(payload.get("build_peak_rss_kb")),
+        # Written by the bench from inside the simulator (BenchSettings.write_result).
+        "sim_peak_rss_mb": mb((result or {}).get("sim_peak_rss_kb")),
         "command": os.environ.get("UNIFAB_SIM_COMMAND") or "python -m pytest sim",
         "host": socket.gethostname(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

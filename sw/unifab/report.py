@@ -559,8 +559,8 @@ def render_report(
         "is the `ru_maxrss` of the case's process tree, reaped with `os.wait4`: the largest "
         "single process among the Python bench driver, the simulator and (when this case built "
         "the model) the Verilator and C++ compilers. *Simulator RSS* is the simulator process "
-        "alone (the cocotb test command: the compiled model with the Python testbench embedded, "
-        "measured the same way).",
+        "alone (the compiled model with the Python testbench embedded), its own `ru_maxrss` "
+        "when the bench wrote its result.",
         "",
     ]
     if memory.get("peak_rss_mb"):
