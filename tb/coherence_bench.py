@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,8 +77,8 @@ class SystemView:
     base: int
     size: int
     noncacheable: tuple[AddressWindow, ...]
+    home_of: Callable[[int], int | None]
     pool: tuple[AddressWindow, ...] = ()
-    topology: Topology | None = None
 
     @property
     def cached_pool(self) -> tuple[AddressWindow, ...]:
@@ -103,6 +104,7 @@ class SystemView:
             base=p.base,
             size=p.size,
             noncacheable=p.noncacheable,
+            home_of=p.home_of,
         )
 
     @classmethod
@@ -124,19 +126,17 @@ class SystemView:
             base=base,
             size=end - base,
             noncacheable=tuple(w for w in t.noncacheable if w.size < POOL_MIN_BYTES),
+            home_of=t.home_of,
             pool=pool,
-            topology=t,
         )
 
     def ram_address(self, addr: int) -> tuple[int, int]:
-        """``(home index, AXI address)`` holding global address ``addr``."""
-        if self.topology is not None:
-            node = self.topology.home_of(addr)
-            if node is None:
-                raise ValueError(f"address {addr:#x} is not mapped")
-            j = self.home_nodes.index(node)
-        else:
-            j = 0 if self.homes == 1 else (addr - self.base) // 256 % self.homes
+        """``(home index, AXI address)`` holding global address ``addr`` (the decode of the
+        system's own address map)."""
+        node = self.home_of(addr)
+        if node is None or node not in self.home_nodes:
+            raise ValueError(f"address {addr:#x} is not mapped to a home")
+        j = self.home_nodes.index(node)
         return j, addr - self.home_bases[j]
 
 

@@ -24,6 +24,7 @@ import statistics
 from typing import Any
 
 import cocotb
+import numpy as np
 from cocotb.triggers import ClockCycles, with_timeout
 
 from unifab.message import MessageCosts, completion_steps, read_steps, write_steps
@@ -34,17 +35,6 @@ from unifab.workloads import LINE, Transfer, WorkloadSpec, plan_workload
 MODES = ("memory", "message")
 # Workloads whose memory-semantics run reads read-only data through the caches.
 CACHED_WORKLOADS = ("embedding_gather", "remote_read_64")
-
-
-def percentile(values: list[int], q: float) -> float:
-    """The ``q``-quantile (0..1) by linear interpolation, like numpy's default."""
-    s = sorted(values)
-    if not s:
-        return 0.0
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 class WorkloadTB:
@@ -274,8 +264,8 @@ async def workload_run(dut) -> None:
         "bytes": plan.bytes,
         "cycles": cycles,
         "latency_mean": statistics.fmean(lat),
-        "latency_p50": percentile(lat, 0.5),
-        "latency_p99": percentile(lat, 0.99),
+        "latency_p50": float(np.percentile(lat, 50)),
+        "latency_p99": float(np.percentile(lat, 99)),
         "bandwidth": plan.bytes / cycles,
         "violations": len(w.violations) + len(tb.checkers.violations),
         "violation_examples": w.violations[:5],
@@ -293,7 +283,7 @@ async def workload_run(dut) -> None:
         steps = read_steps if spec.name in ("remote_read_64", "embedding_gather") else write_steps
         before, after = steps(costs, sizes[0])
         result["message_steps"] = [
-            {"name": s.name, "cycles": s.cycles, "rtl": False}
+            {"name": s.name, "cycles": s.cycles}
             for s in [*before, *after, *completion_steps(costs)]
         ]
         result["message_steps_bytes"] = sizes[0]

@@ -136,11 +136,11 @@ COST_SOURCES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a transfer: ``cycles`` long, simulated (``rtl``) or modelled."""
+    """One modelled step of a transfer, ``cycles`` long (the RTL part is measured, not a
+    step)."""
 
     name: str
     cycles: int
-    rtl: bool = False
 
 
 def read_steps(c: MessageCosts, nbytes: int) -> tuple[list[Step], list[Step]]:

@@ -329,7 +329,7 @@ def _run_case(case: Case, sim: str | None) -> dict:
 
         return coherence_bench(sim=sim, **case.settings)
     if case.bench == "workload":
-        from unifab.tb.benches import workload_bench  # type: ignore[attr-defined]
+        from unifab.tb.benches import workload_bench
 
         return workload_bench(sim=sim, **case.settings)
     raise ValueError(f"unknown bench {case.bench!r}")

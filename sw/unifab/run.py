@@ -43,8 +43,7 @@ def run_workload(args: argparse.Namespace) -> int:
     from unifab.message import MessageCosts
     from unifab.tb.benches import default_seed, workload_bench
 
-    costs = MessageCosts.from_overrides(args.cost or "")
-    overrides = {k: v for k, v in costs.as_dict().items() if v != getattr(MessageCosts(), k)}
+    costs = MessageCosts.from_overrides(args.cost or "")  # validated here: one-line errors
     seed = args.seed if args.seed is not None else default_seed()
     print(f"unifab run {args.workload} --preset {args.preset} --mode {args.mode} --seed {seed}")
     r = workload_bench(
@@ -52,7 +51,7 @@ def run_workload(args: argparse.Namespace) -> int:
         mode=args.mode,
         preset=args.preset,
         scale=args.scale,
-        costs=overrides,
+        costs=costs.as_dict(),
         seed=seed,
         sim=args.sim,
         waves=args.waves or None,
