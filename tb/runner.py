@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 SIMULATORS = ("verilator", "icarus")
+_CPP_SUFFIXES = (".cpp", ".cc")
 
 
 def selected_sim(sim: str | None = None) -> str:
@@ -80,7 +82,11 @@ def run_bench(
 ) -> BenchResult:
     """Elaborate ``design`` to Verilog, build it (cached) and run ``test_module``'s tests.
 
-    ``env`` is passed to the cocotb test (bench settings, seeds). Raises ``AssertionError``
+    ``env`` is passed to the cocotb test (bench settings, seeds). On Verilator the bench sees
+    the top's ports (see :func:`verilator_access_control`). ``extra_sources`` are Verilog
+    files, or C++ files that Verilator compiles into the model (DPI code) with their symbols
+    exported, so that the bench can call them with ``ctypes``; other simulators skip C++ files.
+    Raises ``AssertionError``
     when a cocotb test fails or none ran, so a pytest runner needs nothing else.
     """
     from cocotb_tools.runner import get_runner
@@ -91,13 +97,16 @@ def run_bench(
     quiet = os.environ.get("UNIFAB_QUIET", "") not in ("", "0")
     prepend_verilator_path()
 
+    hdl_sources = [Path(x) for x in extra_sources if Path(x).suffix not in _CPP_SUFFIXES]
+    cpp_sources = [Path(x) for x in extra_sources if Path(x).suffix in _CPP_SUFFIXES]
     text = verilog_text(design, name=toplevel)
     extra_text = "".join(Path(x).read_text() for x in extra_sources)
-    digest = hashlib.sha1(f"{sim}:{waves}:{text}{extra_text}".encode()).hexdigest()[:12]
+    access = verilator_access_control(text, toplevel) if sim == "verilator" else ""
+    digest = hashlib.sha1(f"{sim}:{waves}:{access}{text}{extra_text}".encode()).hexdigest()[:12]
     build_dir = build_root() / "sim" / f"{toplevel}-{sim}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
-    runner = get_runner(sim)
+    runner = _verilator_runner() if sim == "verilator" else get_runner(sim)
     build_args: list[str] = []
     if sim == "icarus":
         # Under -g2012 Amaranth's `always @*` blocks stay X at time 0.
@@ -105,12 +114,19 @@ def run_bench(
     else:
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
         build_args += ["--x-assign", "fast", "--x-initial", "fast"]
+        control = build_dir / "access.vlt"
+        if not control.exists() or control.read_text() != access:
+            control.write_text(access)
+        build_args.append(str(control))
+        if cpp_sources:
+            build_args += [str(x) for x in cpp_sources] + ["-LDFLAGS", "-rdynamic"]
         # The PyPI wheel's verilated.mk leaves the precompiled-header include flag empty, which
         # breaks split (parallel) C++ builds of larger designs under g++.
         pch = "CFG_CXXFLAGS_PCH_I=-include"
         flags = os.environ.get("MAKEFLAGS", "")
         if pch not in flags:
-            os.environ["MAKEFLAGS"] = f"{flags} {pch}".strip()
+            flags = f"{flags} {pch}".strip()
+        os.environ["MAKEFLAGS"] = flags
     # cocotb's runner lets $WAVES override its `waves` argument (`make test` exports WAVES=0):
     # the environment says what this call decided while it builds and runs.
     with _waves_environment(waves):
@@ -121,7 +137,7 @@ def run_bench(
             if not source.exists() or source.read_text() != text:
                 source.write_text(text)
             runner.build(
-                sources=[source, *(Path(x) for x in extra_sources)],
+                sources=[source, *hdl_sources],
                 hdl_toplevel=toplevel,
                 build_dir=build_dir,
                 build_args=build_args,
@@ -162,6 +178,59 @@ def run_bench(
                 + (f" and {test_dir / 'sim.log'})" if quiet else ")")
             )
         return result
+
+
+_INPUT_DECL = re.compile(
+    r"^\s*input\s+(?:(?:wire|reg|signed)\s+)*(?:\[[^\]]*\]\s*)?(\S+?)\s*;", re.M
+)
+
+
+def verilog_inputs(text: str, toplevel: str) -> list[str]:
+    """The input port names of module ``toplevel`` in Verilog ``text`` (as Amaranth writes it)."""
+    start = re.search(rf"^module {re.escape(toplevel)}\b", text, re.M)
+    if start is None:
+        raise ValueError(f"no module {toplevel!r} in the Verilog")
+    end = text.index("endmodule", start.end())
+    return _INPUT_DECL.findall(text, start.end(), end)
+
+
+def verilator_access_control(text: str, toplevel: str) -> str:
+    """A Verilator control file: what cocotb may see of the design.
+
+    The top's ports and own signals are readable and its inputs writable; below the top only
+    signals marked ``/* verilator public_flat_rd */`` in hand-written Verilog are
+    (``UNIFAB_SIM_PUBLIC=1``: every signal, for a bench that peeks inside while debugged).
+
+    cocotb's runner builds with ``--public-flat-rw``, which tells Verilator that any signal may
+    be read, and written at any time, from outside. Verilator must then keep every named
+    intermediate signal (every per-port copy of a bus) and evaluate all combinational logic in
+    its input-combinational region on every ``eval`` call. For the 8-port switch bench that
+    made the model about 5 times slower than needed. Waveform dumps do not depend on this.
+    """
+    lines = ["`verilator_config"]
+    if os.environ.get("UNIFAB_SIM_PUBLIC", "") not in ("", "0"):
+        lines.append('public_flat_rd -module "*" -var "*"')
+    else:
+        lines.append(f'public_flat_rd -module "{toplevel}" -var "*"')
+    lines += [
+        f'public_flat_rw -module "{toplevel}" -var "{name}"'
+        for name in verilog_inputs(text, toplevel)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _verilator_runner():
+    """cocotb's Verilator runner without ``--public-flat-rw``: the access control file of
+    :func:`verilator_access_control` comes as a build argument instead."""
+    from cocotb_tools.runner import Verilator
+
+    class ReadOnlyInternalsVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            return cmds
+
+    return ReadOnlyInternalsVerilator()
 
 
 @contextlib.contextmanager
