@@ -163,7 +163,7 @@ def switch_bench(
     """Run the switch bench over offered loads; returns points and counters."""
     from unifab.flit import FabricParams
     from unifab.switch_config import SwitchParams
-    from unifab.tb.switch_top import BULK_PORT_VERILOG, SwitchBench, entry_bytes
+    from unifab.tb.switch_top import BULK_PORT_CPP, BULK_PORT_VERILOG, SwitchBench, entry_bytes
 
     params = params or SwitchParams(fabric=FabricParams(vcs=vcs), ports=ports, allocator=allocator)
     config = switch_bench_config(params.ports)
@@ -196,7 +196,7 @@ def switch_bench(
         settings=settings,
         sim=sim,
         waves=waves,
-        extra_sources=(BULK_PORT_VERILOG,),
+        extra_sources=(BULK_PORT_VERILOG, BULK_PORT_CPP),
     )
     result.update(
         {

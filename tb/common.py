@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
@@ -17,7 +18,7 @@ __all__ = [
     "BenchSettings",
     "ScoreboardError",
     "read",
-    "read_wide",
+    "read_chars7",
     "read_words",
     "start_clock",
     "write_wide",
@@ -85,16 +86,25 @@ def log_seed(dut, settings: BenchSettings) -> None:
     cocotb.log.info("seed=%d (repeat with UNIFAB_SEED=%d)", settings.seed, settings.seed)
 
 
-def read_wide(handle, bits: int | None = None) -> int:
-    """Value of a wide vector in one simulator call; only its low ``bits`` when given.
+def read_chars7(handle, entries: int, entry_bits: int) -> np.ndarray:
+    """The low ``entries`` entries of a vector that stores each ``entry_bits``-bit entry as
+    characters of 7 bits with bit 7 set (LSB first), read in one simulator call as a string;
+    rows of ``entry_bits // 8`` bytes.
 
-    Fails on X/Z in the bits read (like :func:`read`); bits above ``bits`` may be undefined
-    (an Icarus register not written yet).
+    A string read moves 7 bits per character where a binary string moves one; bit 7 keeps NUL
+    and space out of the characters, which simulators drop or substitute.
     """
-    text = handle._handle.get_signal_val_binstr()
-    if bits is not None:
-        text = text[len(text) - bits :] if bits else "0"
-    return int(text, 2)
+    chars_per = (entry_bits + 6) // 7
+    need = entries * chars_per
+    text = handle._handle.get_signal_val_str()
+    if len(text) < need:
+        raise ValueError(f"read {len(text)} characters, need {need}")
+    chars = np.frombuffer(text[len(text) - need :], dtype=np.uint8)[::-1]
+    if ((chars & 0x80) == 0).any():
+        raise ValueError("a character without bit 7 set (X/Z or a wrong encoding)")
+    bits = np.unpackbits((chars & 0x7F)[:, None], axis=1, bitorder="little")[:, :7]
+    bits = bits.reshape(entries, chars_per * 7)[:, :entry_bits]
+    return np.packbits(bits, axis=1, bitorder="little")
 
 
 def write_wide(handle, value: int, width: int) -> None:

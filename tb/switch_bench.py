@@ -1,8 +1,9 @@
 """cocotb bench for the switch: Python traffic generators and scoreboards, driven in bulk.
 
 Python wakes once per ``batch`` cycles (a single timer, no per-cycle callback): it hands each
-port's injector the next flits (one wide write) and reads each port's capture bank of the
-last period (one wide read). Generation and checking are vectorized with numpy.
+port's injector its next flits and takes every flit captured since the last wake, in bulk
+(``unifab.tb.switch_top`` says how, per simulator). Generation and checking are vectorized
+with numpy, all ports and VCs at once.
 
 Every flit's content is a function of its flow (source port, destination port, VC), the
 message's sequence number in that flow and the beat, so the scoreboard recomputes what must
@@ -20,6 +21,7 @@ floods port 1 while the others send to port 1 lightly; their worst latency is re
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections import deque
 
@@ -34,7 +36,7 @@ from unifab.tb.common import (
     ScoreboardError,
     log_seed,
     read,
-    read_wide,
+    read_chars7,
     start_clock,
     write_wide,
 )
@@ -52,6 +54,10 @@ OPCODE_OF = {
     (MsgClass.RSP.value, 1): Opcode.COMP.value,
     (MsgClass.DAT.value, 5): Opcode.COMP_DATA.value,
 }
+
+_OPCODE_LUT = np.full((4, 8), 0x3F, dtype=np.int64)
+for (_cls, _len), _op in OPCODE_OF.items():
+    _OPCODE_LUT[_cls, _len] = _op
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -111,7 +117,49 @@ class AddressMap:
         return self.base[dst] + page * self.PAGE + ((q >> 20) & 63) * 64
 
 
+class _DpiQueues:
+    """The bulk ports' injection and capture queues in the Verilator model
+    (``tb/verilog/unifab_bulk.cpp``), reached with ctypes: the simulator runs this bench in its
+    own process and exports the symbols."""
+
+    def __init__(self, entry_bytes: int):
+        lib = ctypes.CDLL(None)
+        try:
+            self._push, self._pull = lib.unifab_bulk_push, lib.unifab_bulk_pull
+            self._count = lib.unifab_bulk_captured_count
+            reset = lib.unifab_bulk_reset
+        except AttributeError as e:
+            raise RuntimeError(
+                "the Verilator model has no bulk-port queues: build it with "
+                "tb/verilog/unifab_bulk.cpp and -LDFLAGS -rdynamic (see tb/benches.py)"
+            ) from e
+        buf = ctypes.c_void_p
+        self._push.argtypes = [ctypes.c_int, buf, ctypes.c_int, ctypes.c_int]
+        self._pull.argtypes = [ctypes.c_int, buf, ctypes.c_int, ctypes.c_int]
+        self._count.argtypes = [ctypes.c_int]
+        self.eb = entry_bytes
+        reset()
+
+    def push(self, port: int, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+        if self._push(port, rows.ctypes.data, rows.shape[0], self.eb) != 0:
+            raise ValueError(f"entries of {self.eb} bytes do not fit the bulk-port queues")
+
+    def pull(self, port: int) -> np.ndarray:
+        n = self._count(port)
+        out = np.empty((n, self.eb), dtype=np.uint8)
+        if n and self._pull(port, out.ctypes.data, n, self.eb) != n:
+            raise RuntimeError(f"port {port}: the capture queue lost entries while read")
+        return out
+
+
 class SwitchTB:
+    """Generators and scoreboard of the switch bench, and the handles of its bulk ports.
+
+    ``dut=None`` gives the generators and scoreboard alone (``tests/test_switch_scoreboard.py``
+    feeds them traffic with faults to show every check fires).
+    """
+
     def __init__(self, dut, s: BenchSettings):
         self.dut, self.s = dut, s
         self.ports = int(s.get("ports", 8))
@@ -128,24 +176,36 @@ class SwitchTB:
         self.ring = np.zeros((self.flows, RING), dtype=np.int64)
         self.pending = [deque() for _ in range(n)]  # per port: byte arrays of entries
         self.pending_rows = [0] * n
-        # Per (output port, VC): flits of a message whose tail has not arrived yet.
-        self.open = [[np.zeros((0, self.eb), dtype=np.uint8) for _ in range(v)] for _ in range(n)]
+        # Flits of messages whose tail has not arrived yet, and their stream (port * vcs + VC).
+        self.open_rows = np.zeros((0, self.eb), dtype=np.uint8)
+        self.open_stream = np.zeros(0, dtype=np.int64)
         self.errors_expected = [deque() for _ in range(n)]  # (tag, addr, err) per source port
         self.bad_sent = {"decode": 0, "denied": 0, "malformed": 0, "class": 0, "dst": 0}
         self.bad_tag = [0] * n
         self.errors_seen = 0
+        self.reset_stats(0, 0)
+        if dut is None:
+            return
+        # Verilator: the bulk ports' C++ queues; other simulators: wide registers through VPI.
+        self.queues = _DpiQueues(self.eb) if "verilator" in cocotb.SIM_NAME.lower() else None
+        if self.queues is not None:
+            return
         self.h_ready = [getattr(dut, f"inj{i}_ready") for i in range(n)]
+        # Capture banks: chunks of `chunk` entries (the bulk port's CH), read as needed.
+        self.chunk = min(64, self.batch)
         self.h_cap = [
             [
                 (
-                    getattr(getattr(dut, f"bulk{i}"), f"cap_bank{b}"),
+                    [
+                        getattr(getattr(dut, f"bulk{i}"), f"cap_bank{b}")[c]
+                        for c in range(self.batch // self.chunk)
+                    ],
                     getattr(dut, f"cap{i}_count{b}"),
                 )
                 for b in range(2)
             ]
             for i in range(n)
         ]
-        self.reset_stats(0, 0)
 
     # ---- statistics --------------------------------------------------------------------
     def reset_stats(self, t0: int, t1: int) -> None:
@@ -177,9 +237,9 @@ class SwitchTB:
         if head.any():
             hs, hd, hv, hq, hn = src[head], dst[head], vc[head], seq[head], nflits[head]
             hkey = key[head]
-            opcode = np.array(
-                [OPCODE_OF[(int(c), int(k))] for c, k in zip(hv % 4, hn, strict=True)]
-            )
+            # A length no generator makes (a corrupted tail flag) gets an opcode that cannot
+            # match, so the payload check names the message.
+            opcode = _OPCODE_LUT[hv % 4, np.minimum(hn, _OPCODE_LUT.shape[1] - 1)]
             hdr = np.zeros((hs.size, self.pb), dtype=np.uint8)
             hdr[:, 0] = opcode | ((hv % 4) << 6)
             hdr[:, 1] = hs
@@ -291,8 +351,19 @@ class SwitchTB:
 
     # ---- hand-over and capture ------------------------------------------------------------
     async def hand_over(self) -> int:
-        """Give each port with room its next batch, one port per cycle; returns cycles used."""
+        """Give each port its next entries; returns the cycles that took.
+
+        Verilator: every pending entry goes into the port's queue at once (no cycles). Other
+        simulators: each port with room gets one batch, one port per cycle.
+        """
         k, eb, dut = self.batch, self.eb, self.dut
+        if self.queues is not None:
+            for i in range(self.ports):
+                if self.pending_rows[i]:
+                    self.queues.push(i, np.concatenate(self.pending[i]))
+                    self.pending[i].clear()
+                    self.pending_rows[i] = 0
+            return 0
         used = 0
         for i, h_ready in enumerate(self.h_ready):
             if not self.pending_rows[i] or not read(h_ready):
@@ -321,70 +392,94 @@ class SwitchTB:
         return used
 
     def capture(self, bank: int) -> int:
-        """Read and check the last period's bank of every port; returns flits seen."""
-        seen = 0
+        """Take every port's captured flits (Verilator: all so far; others: the last period's
+        bank) and check them together; returns flits."""
+        rows, ports = [], []
         for o in range(self.ports):
-            h_data, h_count = self.h_cap[o][bank]
-            count = read(h_count)
-            if not count:
+            if self.queues is not None:
+                got = self.queues.pull(o)
+                if got.shape[0]:
+                    rows.append(got)
+                    ports.append(np.full(got.shape[0], o, dtype=np.int64))
                 continue
-            raw = read_wide(h_data, count * self.eb * 8).to_bytes(self.batch * self.eb, "little")
-            rows = np.frombuffer(raw, dtype=np.uint8, count=count * self.eb).reshape(count, self.eb)
-            self.check_port(o, rows)
-            seen += count
-        return seen
+            h_chunks, h_count = self.h_cap[o][bank]
+            count = read(h_count)
+            for c in range((count + self.chunk - 1) // self.chunk):
+                n = min(self.chunk, count - c * self.chunk)
+                rows.append(read_chars7(h_chunks[c], n, 8 * self.eb))
+            if count:
+                ports.append(np.full(count, o, dtype=np.int64))
+        if rows:
+            self.check_arrivals(np.concatenate(rows), np.concatenate(ports))
+        return sum(r.shape[0] for r in rows)
 
-    def check_port(self, o: int, rows: np.ndarray) -> None:
+    def check_arrivals(self, rows: np.ndarray, port: np.ndarray) -> None:
+        """Check flits that left the switch (``rows``, in arrival order per output ``port``).
+
+        Every output VC is one stream of whole messages; all streams are checked at once, a
+        message whose tail has not arrived yet waits in ``open_rows`` for the next period.
+        """
+        n, v = self.ports, self.vcs
         t = rows[:, 0:4].copy().view("<u4")[:, 0].astype(np.int64)
         t0, t1 = self.meas
-        self.arrived_flits[o] += int(((t >= t0) & (t < t1)).sum())
-        for v in range(self.vcs):
-            mine = rows[rows[:, 4] == v]
-            if not mine.size:
-                continue
-            stream = np.concatenate([self.open[o][v], mine]) if self.open[o][v].size else mine
-            self.check_stream(o, v, stream)
-
-    def check_stream(self, o: int, v: int, rows: np.ndarray) -> None:
-        """Whole messages on one output VC, in arrival order."""
-        flags = rows[:, 5]
-        head = (flags & 1).astype(bool)
-        tail = (flags & 2).astype(bool)
-        if not head[0]:
-            raise ScoreboardError(f"port {o} VC{v}: a body flit arrived with no message open")
-        msg = np.cumsum(head) - 1
-        # Split off an unfinished last message.
-        last_tail = np.flatnonzero(tail)
-        done = last_tail[-1] + 1 if last_tail.size else 0
-        self.open[o][v] = rows[done:].copy()
-        rows, msg, head, tail = rows[:done], msg[:done], head[:done], tail[:done]
+        self.arrived_flits += np.bincount(port[(t >= t0) & (t < t1)], minlength=n)
+        vc = rows[:, 4].astype(np.int64)
+        if (vc >= v).any():
+            r = np.flatnonzero(vc >= v)[0]
+            raise ScoreboardError(f"port {port[r]}: a flit left on VC{vc[r]}, which does not exist")
+        # Streams (output, VC), each continuing the rows left open last period.
+        rows = np.concatenate([self.open_rows, rows])
+        stream = np.concatenate([self.open_stream, port * v + vc])
+        order = np.argsort(stream, kind="stable")
+        rows, stream = rows[order], stream[order]
+        head = (rows[:, 5] & 1).astype(np.int64)
+        tail = ((rows[:, 5] >> 1) & 1).astype(np.int64)
+        seg = np.r_[0, np.flatnonzero(np.diff(stream)) + 1]
+        if not head[seg].all():
+            bad = stream[seg[np.flatnonzero(head[seg] == 0)[0]]]
+            raise ScoreboardError(
+                f"port {bad // v} VC{bad % v}: a body flit arrived with no message open"
+            )
+        # Rows after a stream's last tail stay open.
+        at = np.arange(rows.shape[0])
+        last_tail = np.maximum.reduceat(np.where(tail == 1, at, -1), seg)
+        done = at <= np.repeat(last_tail, np.diff(np.r_[seg, rows.shape[0]]))
+        self.open_rows, self.open_stream = rows[~done], stream[~done]
+        rows, stream, head, tail = rows[done], stream[done], head[done], tail[done]
         if not rows.size:
             return
-        # A message is head ... tail with no other head in between.
-        starts = np.flatnonzero(head)
-        ends = np.flatnonzero(tail)
-        if starts.size != ends.size or (ends < starts).any() or (starts[1:] <= ends[:-1]).any():
-            raise ScoreboardError(f"port {o} VC{v}: messages interleaved or cut on one output VC")
+        # Whole messages: head ... tail, no other head in between (no interleaving or cut).
+        step = head - tail
+        before = np.cumsum(step) - step
+        if (before != 1 - head).any():
+            bad = stream[np.flatnonzero(before != 1 - head)[0]]
+            raise ScoreboardError(
+                f"port {bad // v} VC{bad % v}: messages interleaved or cut on one output VC"
+            )
+        starts, ends = np.flatnonzero(head), np.flatnonzero(tail)
+        out, out_vc = stream[starts] // v, stream[starts] % v
         hdr = rows[starts, 6:]
-        # Error responses from the switch's responder.
-        opcode = hdr[:, 0] & 0x3F
-        is_err = opcode == Opcode.ERROR.value
-        if is_err.any():
-            for r in np.flatnonzero(is_err):
-                self.check_error(o, hdr[r])
+        # Error responses from the switch's responder (in order per port).
+        is_err = (hdr[:, 0] & 0x3F) == Opcode.ERROR.value
+        for r in np.flatnonzero(is_err):
+            self.check_error(int(out[r]), hdr[r])
         keep = ~is_err
         if not keep.any():
             return
-        starts, ends, hdr = starts[keep], ends[keep], hdr[keep]
+        nflits = ends - starts + 1
+        msg_of_row = np.repeat(np.arange(starts.size), nflits)
+        row_keep = keep[msg_of_row]
+        starts, ends, hdr, out, out_vc, nflits = (
+            x[keep] for x in (starts, ends, hdr, out, out_vc, nflits)
+        )
         src, dst = hdr[:, 1].astype(np.int64), hdr[:, 2].astype(np.int64)
-        if (dst != o).any() or (src >= self.ports).any():
-            bad = np.flatnonzero((dst != o) | (src >= self.ports))[0]
+        if (dst != out).any() or (src >= n).any():
+            r = np.flatnonzero((dst != out) | (src >= n))[0]
             raise ScoreboardError(
-                f"port {o} VC{v}: message from {src[bad]} for node {dst[bad]} arrived here"
+                f"port {out[r]} VC{out_vc[r]}: message from {src[r]} for node {dst[r]} arrived here"
             )
         seq16 = hdr[:, 3].astype(np.int64) | (hdr[:, 4].astype(np.int64) << 8)
-        nflits = ends - starts + 1
-        flow = (src * self.ports + o) * self.vcs + v
+        flow = (src * n + out) * v + out_vc
         # Sequence: per flow consecutive from the last consumed (vectorized over flows).
         order = np.argsort(flow, kind="stable")
         sf = flow[order]
@@ -396,34 +491,33 @@ class SwitchTB:
         if wrong.any():
             r = np.flatnonzero(wrong)[0]
             raise ScoreboardError(
-                f"port {o} VC{v} flow from {src[r]}: message {seq16[r]} arrived, expected "
-                f"{expect[r] & 0xFFFF} (lost, duplicated or reordered)"
+                f"port {out[r]} VC{out_vc[r]} flow from {src[r]}: message {seq16[r]} arrived, "
+                f"expected {expect[r] & 0xFFFF} (lost, duplicated or reordered)"
             )
         np.add.at(self.consumed, flow, 1)
         if (self.consumed[flow] > self.produced[flow]).any():
-            raise ScoreboardError(f"port {o} VC{v}: more messages arrived than were sent")
+            r = np.flatnonzero(self.consumed[flow] > self.produced[flow])[0]
+            raise ScoreboardError(
+                f"port {out[r]} VC{out_vc[r]}: more messages arrived than were sent"
+            )
         seq = expect
         # Payload: every flit of every message.
-        idx = np.repeat(np.arange(starts.size), nflits)
-        flit_rows = np.concatenate([np.arange(s, e + 1) for s, e in zip(starts, ends, strict=True)])
-        beat = flit_rows - np.repeat(starts, nflits)
-        want = self.payloads(
-            src[idx], np.full(idx.size, o), np.full(idx.size, v), seq[idx], beat, nflits[idx]
-        )
-        got = rows[flit_rows, 6:]
+        m = np.repeat(np.arange(starts.size), nflits)
+        beat = np.arange(m.size) - np.repeat(np.cumsum(nflits) - nflits, nflits)
+        want = self.payloads(src[m], out[m], out_vc[m], seq[m], beat, nflits[m])
+        got = rows[row_keep, 6:]
         if not np.array_equal(want, got):
             r = np.flatnonzero((want != got).any(axis=1))[0]
             raise ScoreboardError(
-                f"port {o} VC{v}: payload of message {seq[idx[r]]} from {src[idx[r]]} beat "
-                f"{beat[r]} corrupted: got {got[r].tobytes().hex()} want {want[r].tobytes().hex()}"
+                f"port {out[m[r]]} VC{out_vc[m[r]]}: payload of message {seq[m[r]]} from "
+                f"{src[m[r]]} beat {beat[r]} corrupted: got {got[r].tobytes().hex()} "
+                f"want {want[r].tobytes().hex()}"
             )
         # Latency: tail arrival minus release of the message.
         arrival = rows[ends, 0:4].copy().view("<u4")[:, 0].astype(np.int64)
         release = self.ring[flow, seq % RING]
-        t0, t1 = self.meas
         window = (release >= t0) & (release < t1)
-        lat = (arrival - release)[window]
-        self.latencies.append(lat)
+        self.latencies.append((arrival - release)[window])
         if self.s.get("pattern", "") == "flood":
             self.flood_latencies.append((arrival - release)[window & (src != 0)])
 
@@ -570,6 +664,7 @@ async def read_counters(dut, tb: SwitchTB) -> dict:
 
     async def get(addr: int) -> int:
         dut.ctr_addr.value = addr
+        await RisingEdge(dut.clk)  # the bench top registers the address
         await RisingEdge(dut.clk)
         await Timer(1, unit="ns")
         return read(dut.ctr_data)

@@ -1,11 +1,16 @@
 """Bench top for the switch: bulk injection and capture so Python is not called per cycle.
 
-Python wakes once every ``batch`` cycles. Per port it hands the wrapper up to ``batch``
-flits at once (one wide write on the shared injection bus, one cycle per port), each with a
-release cycle; the wrapper injects them in order
-under the switch's credits as soon as their release cycle has come. Every flit leaving the
-switch is stamped with its arrival cycle into a capture bank; banks alternate every ``batch``
-cycles, so at each wake Python reads the full bank of the last period in one wide read.
+Python wakes once every ``batch`` cycles; each flit it hands over carries a release cycle, and
+the wrapper injects a port's flits in order under the switch's credits as soon as their
+release cycle has come. Every flit leaving the switch is stamped with its arrival cycle.
+How flits cross between Python and the simulator depends on the simulator:
+
+* Verilator: through queues in C++ (``tb/verilog/unifab_bulk.cpp``): the Verilog takes and
+  gives one entry per flit through DPI, Python appends and takes whole batches with ctypes in
+  the simulator's own process. Nothing crosses VPI per flit or per port.
+* Icarus (and any other simulator): through wide registers and VPI. Per port Python writes up
+  to ``batch`` flits at once on the shared injection bus (one cycle per port); capture banks
+  alternate every ``batch`` cycles, and Python reads the bank of the last period in chunks.
 
 Entry format (bytes, little-endian), for injection and capture alike::
 
@@ -25,10 +30,12 @@ from amaranth.lib.wiring import In, Out
 from unifab.hdl.switch.switch import Switch
 from unifab.switch_config import SwitchConfig, SwitchParams
 
-__all__ = ["BULK_PORT_VERILOG", "SwitchBench", "entry_bytes"]
+__all__ = ["BULK_PORT_CPP", "BULK_PORT_VERILOG", "SwitchBench", "entry_bytes"]
 
 #: The Verilog of the bulk injector/capture (see that file for why it is Verilog).
 BULK_PORT_VERILOG = Path(__file__).parent / "verilog" / "unifab_bulk_port.v"
+#: Its injection and capture queues under Verilator (DPI, and ctypes from the bench).
+BULK_PORT_CPP = Path(__file__).parent / "verilog" / "unifab_bulk.cpp"
 
 
 def entry_bytes(params: SwitchParams) -> int:
@@ -58,7 +65,10 @@ class SwitchBench(wiring.Component):
     bp_thresh : In(32)
         Per-cycle probability (x 2^32) that an output withholds its credits.
     cfg_*, ctr_*, xbar_error
-        The switch's configuration and counter ports.
+        The switch's configuration and counter ports (registered here: a counter's value comes
+        two cycles after its address).
+    clk, rst : In(1), In(1)
+        Clock, and synchronous reset (registered here, like the control inputs).
     """
 
     def __init__(self, params: SwitchParams, config: SwitchConfig, *, batch: int = 256):
@@ -67,6 +77,8 @@ class SwitchBench(wiring.Component):
         self.params, self.config, self.batch = params, config, batch
         self.entry_bits = 8 * entry_bytes(params)
         members = {
+            "clk": In(1),
+            "rst": In(1),
             "now": Out(32),
             "cap_bank": Out(1),
             "bp_thresh": In(32),
@@ -93,12 +105,27 @@ class SwitchBench(wiring.Component):
         p = self.params
         f = p.fabric
         k, e = self.batch, self.entry_bits
+        # Reset and the control inputs pass through a register first. Verilator evaluates all
+        # logic that depends combinationally on a top-level input on every evaluation (twice a
+        # cycle and at every write from the bench), and every register's next-state logic
+        # depends on the reset. Counter reads and table writes take one cycle more.
+        m.domains.sync = ClockDomain()
+        m.domains.bench_in = ClockDomain(reset_less=True, local=True)
+        m.d.comb += [ClockSignal().eq(self.clk), ClockSignal("bench_in").eq(self.clk)]
+        rst_q = Signal(init=1)
+        m.d.bench_in += rst_q.eq(self.rst)
+        m.d.comb += ResetSignal().eq(rst_q)
+        registered = {}
+        for name in ("cfg_we", "cfg_addr", "cfg_data", "ctr_addr", "bp_thresh"):
+            port = getattr(self, name)
+            registered[name] = Signal.like(port, name=f"{name}_q")
+            m.d.bench_in += registered[name].eq(port)
         m.submodules.switch = switch = Switch(p, self.config)
         m.d.comb += [
-            switch.cfg_we.eq(self.cfg_we),
-            switch.cfg_addr.eq(self.cfg_addr),
-            switch.cfg_data.eq(self.cfg_data),
-            switch.ctr_addr.eq(self.ctr_addr),
+            switch.cfg_we.eq(registered["cfg_we"]),
+            switch.cfg_addr.eq(registered["cfg_addr"]),
+            switch.cfg_data.eq(registered["cfg_data"]),
+            switch.ctr_addr.eq(registered["ctr_addr"]),
             self.ctr_data.eq(switch.ctr_data),
             self.xbar_error.eq(switch.xbar_error),
         ]
@@ -120,6 +147,7 @@ class SwitchBench(wiring.Component):
                 p_VCB=f.vc_bits,
                 p_VCS=f.vcs,
                 p_DEPTH=p.buffer_depth,
+                p_PORT=i,
                 p_SEED=(0x1234567 + 0x9E3779B9 * (i + 1)) & 0xFFFFFFFF,
                 i_clk=ClockSignal(),
                 i_rst=ResetSignal(),
@@ -143,7 +171,7 @@ class SwitchBench(wiring.Component):
                 o_out_credit=out.credit,
                 i_cap_bank=self.cap_bank,
                 i_clear_other=period_end,
-                i_bp_thresh=self.bp_thresh,
+                i_bp_thresh=registered["bp_thresh"],
                 o_cap_count0=getattr(self, f"cap{i}_count0"),
                 o_cap_count1=getattr(self, f"cap{i}_count1"),
             )
