@@ -312,6 +312,9 @@ def test_parameters_are_validated() -> None:
         SystemParams(homes=3)
     with pytest.raises(ValueError, match="switch ports"):
         SystemParams(endpoints=14, homes=4)
+    with pytest.raises(ValueError, match=r"switch_islip_iterations must be 1\.\.4, not 0"):
+        SystemParams(switch_islip_iterations=0)
+    assert SystemParams(switch_islip_iterations=1).switch_params().islip_iterations == 1
     p = SYSTEM_PRESETS["default"]
     assert {p.home_of(p.base + k * p.granularity) for k in range(4)} == {16, 17}
     assert not p.endpoint_params(0).cacheable(p.base)

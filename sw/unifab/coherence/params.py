@@ -182,6 +182,7 @@ class SystemParams:
     table_entries: int = 4
     switch_buffer_depth: int = 8
     agent_rx_depth: int = 4
+    switch_islip_iterations: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoints, int) or not 1 <= self.endpoints <= 14:
@@ -191,6 +192,10 @@ class SystemParams:
         if self.endpoints + self.homes > 16:
             raise ValueError(
                 f"{self.endpoints} endpoints + {self.homes} homes need more than 16 switch ports"
+            )
+        if self.switch_islip_iterations not in (1, 2, 3, 4):
+            raise ValueError(
+                f"switch_islip_iterations must be 1..4, not {self.switch_islip_iterations!r}"
             )
         AddressWindow(base=self.base, size=self.size)  # validates alignment
         if self.granularity not in (256, 512, 1024, 2048, 4096):
@@ -224,6 +229,7 @@ class SystemParams:
             ports=self.ports,
             buffer_depth=self.switch_buffer_depth,
             downstream_depth=self.agent_rx_depth,
+            islip_iterations=self.switch_islip_iterations,
             ranges=1,
             rules=1,
         )
