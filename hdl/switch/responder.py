@@ -30,10 +30,10 @@ class Responder(wiring.Component):
     route_node, route : Out(8), In(route_entry_layout)
         Lookup port into the node table: the route of each response.
     in_valid, in_vc, in_flit : In(1), In(vc_bits), In(flit_layout)
-        Flits the crossbar sends to the responder.
+        Flits the crossbar sends to the responder (registered on arrival).
     credit_ok : Out(vcs)
         The responder can take a flit on the VC: always, except on request VCs while its
-        response queue is full.
+        response queue has no room for it (counting a request head in the input register).
     requests : Out(ports)
         To the allocator (as crossbar input ``ports``): the queued response goes to output
         ``o``.
@@ -83,12 +83,24 @@ class Responder(wiring.Component):
         entry = data.StructLayout({"port": range(ports), "vc": f.vc_bits, "header": Header})
         m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=self.depth)
 
+        # The crossbar's flit is registered first: the node-table lookup and the queue write
+        # then start a cycle instead of ending the allocation path (the switch's longest on an
+        # FPGA). A request VC takes a flit only if the queue has room for it and for the one
+        # still in the register.
+        in_valid = Signal()
+        in_vc = Signal(f.vc_bits)
+        in_flit = Signal(flit_layout(f))
+        m.d.sync += [in_valid.eq(self.in_valid), in_vc.eq(self.in_vc), in_flit.eq(self.in_flit)]
+        held = Signal()
+        m.d.comb += held.eq(in_valid & (in_vc[:2] == MsgClass.REQ.value) & in_flit.head)
+        room = Signal()
+        m.d.comb += room.eq(queue.w_level + held < self.depth)
         request = Signal(Header)
-        m.d.comb += request.eq(self.in_flit.payload[:HEADER_BITS])
+        m.d.comb += request.eq(in_flit.payload[:HEADER_BITS])
         is_req_vc = Signal()
-        m.d.comb += is_req_vc.eq(self.in_vc[:2] == MsgClass.REQ.value)
+        m.d.comb += is_req_vc.eq(in_vc[:2] == MsgClass.REQ.value)
         for v in range(f.vcs):
-            m.d.comb += self.credit_ok[v].eq(1 if v % 4 != MsgClass.REQ.value else queue.w_rdy)
+            m.d.comb += self.credit_ok[v].eq(1 if v % 4 != MsgClass.REQ.value else room)
 
         # A refused request's head flit becomes an ERROR response to its source.
         reply = Signal(Header)
@@ -104,7 +116,7 @@ class Responder(wiring.Component):
         m.d.comb += self.route_node.eq(request.src)
         route = self.route
         answer = Signal()
-        m.d.comb += answer.eq(self.in_valid & is_req_vc & self.in_flit.head)
+        m.d.comb += answer.eq(held)
         # The response goes on the RSP VC of the request's VC group (VC + 2) if the fabric has
         # that VC, else on the default RSP VC. Fix: with 5 or 6 VCs a request on VC 4 used to
         # be answered on the nonexistent VC 6, which never has a credit: the response stuck at
@@ -113,7 +125,7 @@ class Responder(wiring.Component):
         shifted = Signal(f.vc_bits + 1)
         rsp_vc = Signal(f.vc_bits)
         m.d.comb += [
-            shifted.eq(self.in_vc + (MsgClass.RSP.value - MsgClass.REQ.value)),
+            shifted.eq(in_vc + (MsgClass.RSP.value - MsgClass.REQ.value)),
             rsp_vc.eq(Mux(shifted < f.vcs, shifted, f.vc_of(MsgClass.RSP))),
         ]
         new = Signal(entry)
@@ -126,7 +138,7 @@ class Responder(wiring.Component):
         ]
         with m.If(answer & ~route.valid):
             m.d.sync += self.unreachable.eq(self.unreachable + 1)
-        with m.If(self.in_valid & ~(is_req_vc & self.in_flit.head)):
+        with m.If(in_valid & ~(is_req_vc & in_flit.head)):
             m.d.sync += self.discarded.eq(self.discarded + 1)
 
         # The queued response competes for its output like any input's flit.
