@@ -585,12 +585,9 @@ class HomeAgent(wiring.Component):
             for size in range(4):
                 with m.Case(size):
                     m.d.comb += atomic_bytes.eq((1 << (1 << size)) - 1)
-        # Registered: the write-back of an atomic starts with WRITE_ADDR, a cycle after the last
-        # read beat is in the line buffer, so the result is ready when W needs it, and the path
-        # line buffer -> ALU -> shift -> W data (the longest of the home on an FPGA) ends here.
         atomic_line = Signal(W * beats)
         atomic_strb = Signal(LINE_BYTES)
-        m.d.sync += [
+        m.d.comb += [
             atomic_line.eq(alu.result << Cat(C(0, 3), offset)),
             atomic_strb.eq(atomic_bytes << offset),
         ]
