@@ -573,10 +573,15 @@ class HomeAgent(wiring.Component):
             ]
 
         # -- atomic ALU on the line buffer ---------------------------------------------------
+        # The old value under an atomic (naturally aligned, at most 8 bytes, so inside one read
+        # beat) is taken from its read beat as it arrives, not selected out of the whole line
+        # buffer afterwards: that selection was the start of the home's longest path.
+        atomic_old = Signal(64)
+        beat_offset_bits = (W // 8 - 1).bit_length()
         m.d.comb += [
             alu.opcode.eq(req.opcode),
             alu.size.eq(req.size[:2]),
-            alu.old.eq(Cat(line_buf, C(0, 64)).bit_select(Cat(C(0, 3), offset), 64)),
+            alu.old.eq(atomic_old),
             alu.operand.eq(req_data[:64]),
             alu.compare.eq(req_data[64:128]),
         ]
@@ -893,6 +898,9 @@ class HomeAgent(wiring.Component):
                             line_buf.word_select(beat, W).eq(axi.rdata),
                             beat.eq(beat + 1),
                         ]
+                    with m.If(beat == offset[beat_offset_bits:]):
+                        in_beat = Cat(C(0, 3), offset[:beat_offset_bits])
+                        m.d.sync += atomic_old.eq(Cat(axi.rdata, C(0, 64)).bit_select(in_beat, 64))
                     with m.If(read_error):
                         m.d.sync += mem_err.eq(1)
                     with m.If(axi.rlast):
