@@ -60,9 +60,6 @@ int unifab_bulk_push(int p, const uint8_t* rows, int n, int entry_bytes) {
     return 0;
 }
 
-// Entries of port `p` not yet taken by its injector.
-int unifab_bulk_pending(int p) { return static_cast<int>(port(p).inject.size()); }
-
 // Entries port `p` has captured and Python has not taken yet.
 int unifab_bulk_captured_count(int p) { return static_cast<int>(port(p).captured.size()); }
 
