@@ -125,8 +125,7 @@ def run_bench(
         pch = "CFG_CXXFLAGS_PCH_I=-include"
         flags = os.environ.get("MAKEFLAGS", "")
         if pch not in flags:
-            flags = f"{flags} {pch}".strip()
-        os.environ["MAKEFLAGS"] = flags
+            os.environ["MAKEFLAGS"] = f"{flags} {pch}".strip()
     # cocotb's runner lets $WAVES override its `waves` argument (`make test` exports WAVES=0):
     # the environment says what this call decided while it builds and runs.
     with _waves_environment(waves):
@@ -205,7 +204,7 @@ def verilator_access_control(text: str, toplevel: str) -> str:
     be read, and written at any time, from outside. Verilator must then keep every named
     intermediate signal (every per-port copy of a bus) and evaluate all combinational logic in
     its input-combinational region on every ``eval`` call. For the 8-port switch bench that
-    made the model about 5 times slower than needed. Waveform dumps do not depend on this.
+    made the model about 7 times slower than needed. Waveform dumps do not depend on this.
     """
     lines = ["`verilator_config"]
     if os.environ.get("UNIFAB_SIM_PUBLIC", "") not in ("", "0"):

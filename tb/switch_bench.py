@@ -60,6 +60,16 @@ for (_cls, _len), _op in OPCODE_OF.items():
     _OPCODE_LUT[_cls, _len] = _op
 
 
+def _rank_within(keys: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements have the same key (0, 1, 2, ...)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    first = np.r_[0, np.flatnonzero(np.diff(sk)) + 1] if sk.size else np.zeros(0, np.int64)
+    rank = np.empty(keys.size, dtype=np.int64)
+    rank[order] = np.arange(sk.size) - np.repeat(first, np.diff(np.r_[first, sk.size]))
+    return rank
+
+
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer on uint64 arrays."""
     x = x.astype(np.uint64)
@@ -264,13 +274,7 @@ class SwitchTB:
         vc = w.cls.astype(np.int64)  # VC v carries class v (the first four VCs)
         flow = (w.src * n + w.dst) * v + vc
         # Sequence numbers per flow, in generation order.
-        order = np.argsort(flow, kind="stable")
-        sf = flow[order]
-        first = np.r_[0, np.flatnonzero(np.diff(sf)) + 1] if sf.size else np.zeros(0, int)
-        rank_sorted = np.arange(sf.size) - np.repeat(first, np.diff(np.r_[first, sf.size]))
-        rank = np.empty_like(rank_sorted)
-        rank[order] = rank_sorted
-        seq = self.produced[flow] + rank
+        seq = self.produced[flow] + _rank_within(flow)
         np.add.at(self.produced, flow, 1)
         if ((self.produced - self.consumed) >= RING).any():
             raise ScoreboardError(f"more than {RING} messages outstanding in one flow")
@@ -481,12 +485,7 @@ class SwitchTB:
         seq16 = hdr[:, 3].astype(np.int64) | (hdr[:, 4].astype(np.int64) << 8)
         flow = (src * n + out) * v + out_vc
         # Sequence: per flow consecutive from the last consumed (vectorized over flows).
-        order = np.argsort(flow, kind="stable")
-        sf = flow[order]
-        first = np.r_[0, np.flatnonzero(np.diff(sf)) + 1]
-        rank_sorted = np.arange(sf.size) - np.repeat(first, np.diff(np.r_[first, sf.size]))
-        expect = np.empty_like(seq16)
-        expect[order] = self.consumed[sf] + rank_sorted
+        expect = self.consumed[flow] + _rank_within(flow)
         wrong = (expect & 0xFFFF) != seq16
         if wrong.any():
             r = np.flatnonzero(wrong)[0]

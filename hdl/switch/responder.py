@@ -91,14 +91,14 @@ class Responder(wiring.Component):
         in_vc = Signal(f.vc_bits)
         in_flit = Signal(flit_layout(f))
         m.d.sync += [in_valid.eq(self.in_valid), in_vc.eq(self.in_vc), in_flit.eq(self.in_flit)]
-        held = Signal()
-        m.d.comb += held.eq(in_valid & (in_vc[:2] == MsgClass.REQ.value) & in_flit.head)
+        is_req_vc = Signal()
+        m.d.comb += is_req_vc.eq(in_vc[:2] == MsgClass.REQ.value)
+        held = Signal()  # a request head in the register: it will take a queue slot
+        m.d.comb += held.eq(in_valid & is_req_vc & in_flit.head)
         room = Signal()
         m.d.comb += room.eq(queue.w_level + held < self.depth)
         request = Signal(Header)
         m.d.comb += request.eq(in_flit.payload[:HEADER_BITS])
-        is_req_vc = Signal()
-        m.d.comb += is_req_vc.eq(in_vc[:2] == MsgClass.REQ.value)
         for v in range(f.vcs):
             m.d.comb += self.credit_ok[v].eq(1 if v % 4 != MsgClass.REQ.value else room)
 
