@@ -79,15 +79,22 @@ FPGA_PRESETS: dict[str, SystemParams] = {
 #: iSLIP rounds of the switch on a board. Three rounds (the simulation presets) are the longest
 #: path of the whole design on an ECP5; with 3 to 5 ports one round loses little throughput.
 BOARD_ISLIP_ITERATIONS = 1
+#: The board switch registers its matching (``SwitchParams.registered_grant``): allocation and
+#: the crossbar become separate paths, for one more cycle of latency per switch.
+BOARD_REGISTERED_GRANT = True
 
 
 def system_preset(name: str) -> SystemParams:
     """A preset of ``SYSTEM_PRESETS`` or :data:`FPGA_PRESETS`, as the board tops build it
-    (:data:`BOARD_ISLIP_ITERATIONS`)."""
+    (:data:`BOARD_ISLIP_ITERATIONS`, :data:`BOARD_REGISTERED_GRANT`)."""
     presets = SYSTEM_PRESETS | FPGA_PRESETS
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(presets)}")
-    return replace(presets[name], switch_islip_iterations=BOARD_ISLIP_ITERATIONS)
+    return replace(
+        presets[name],
+        switch_islip_iterations=BOARD_ISLIP_ITERATIONS,
+        switch_registered_grant=BOARD_REGISTERED_GRANT,
+    )
 
 
 def pattern(engine: int, tag: int, beat: int) -> int:

@@ -315,6 +315,9 @@ def test_parameters_are_validated() -> None:
     with pytest.raises(ValueError, match=r"switch_islip_iterations must be 1\.\.4, not 0"):
         SystemParams(switch_islip_iterations=0)
     assert SystemParams(switch_islip_iterations=1).switch_params().islip_iterations == 1
+    with pytest.raises(ValueError, match=r"switch_registered_grant must be True or False, not 1"):
+        SystemParams(switch_registered_grant=1)
+    assert SystemParams(switch_registered_grant=True).switch_params().registered_grant
     p = SYSTEM_PRESETS["default"]
     assert {p.home_of(p.base + k * p.granularity) for k in range(4)} == {16, 17}
     assert not p.endpoint_params(0).cacheable(p.base)

@@ -77,6 +77,11 @@ def test_formal_output_unit_proof() -> None:
     expect_pass("output_unit", OutputUnitHarness(), mode="prove", depth=3)
 
 
+def test_formal_output_unit_registered_grant_proof() -> None:
+    harness = OutputUnitHarness(registered_grant=True)
+    expect_pass("output_unit_registered", harness, mode="prove", depth=3)
+
+
 def test_formal_output_unit_cover() -> None:
     expect_pass("output_unit_cover", OutputUnitHarness(), mode="cover", depth=COVER_DEPTH)
 
@@ -100,8 +105,8 @@ def test_formal_output_unit_mutant_no_vc_lock() -> None:
     """An output VC that is not marked busy by a head flit lets messages interleave."""
     broken = mutant(
         OutputUnit,
-        "m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.in_src)]",
-        "m.d.sync += [self.owner[v].eq(self.in_src)]",
+        "m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.alloc_src)]",
+        "m.d.sync += [self.owner[v].eq(self.alloc_src)]",
     )
     # Without the strengthening invariants (which the mutant breaks first), so that the
     # counterexample is an actual interleaving at the output.
@@ -118,12 +123,13 @@ def test_formal_input_unit_cover() -> None:
 
 
 def test_formal_input_unit_mutant_wrong_queue() -> None:
-    """Reading the VOQ of the wrong output sends a flit where its route did not say."""
+    """Reading the VOQ of the wrong output sends a flit where its route did not say, or
+    one that is not there (a stale slot of an empty queue): the solver finds either."""
     broken = mutant(InputUnit, "q.r_queue.eq(granted_out)", "q.r_queue.eq(0)")
     expect_fail(
         "input_unit_mutant",
         InputUnitHarness(dut_cls=broken),
         mode="bmc",
         depth=INPUT_UNIT_DEPTH,
-        expect="on the output its route computed",
+        expect=("on the output its route computed", "leaves once, after it arrived"),
     )

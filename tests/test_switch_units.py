@@ -312,10 +312,12 @@ def test_crossbar(n_in: int, n_out: int) -> None:
 # Output unit
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-def test_output_unit(depth: int) -> None:
-    """Credits and VC ownership against the model under random sends and credit returns."""
-    name = f"output_unit_d{depth}"
+@pytest.mark.parametrize(("depth", "crossing_delay"), [(1, 0), (3, 0), (2, 1)])
+def test_output_unit(depth: int, crossing_delay: int) -> None:
+    """Credits and VC ownership against the model under random sends and credit returns;
+    the granted flit crosses to the output register in its grant's cycle, or one later (a
+    switch with ``registered_grant``)."""
+    name = f"output_unit_d{depth}_x{crossing_delay}"
     rng = make_rng(name)
     params = SwitchParams(ports=4, downstream_depth=depth)
     vcs = params.vcs
@@ -324,10 +326,14 @@ def test_output_unit(depth: int) -> None:
     model = OutputUnitModel(vcs, depth)
     drive = Bus(
         [
+            ("alloc_valid", dut.alloc_valid),
+            ("alloc_vc", dut.alloc_vc),
+            ("alloc_head", dut.alloc_head),
+            ("alloc_tail", dut.alloc_tail),
+            ("alloc_src", dut.alloc_src),
             ("in_valid", dut.in_valid),
             ("in_vc", dut.in_vc),
             ("in_flit", dut.in_flit),
-            ("in_src", dut.in_src),
             ("credit", dut.out.credit),
             ("wanted", dut.wanted),
         ]
@@ -351,7 +357,8 @@ def test_output_unit(depth: int) -> None:
 
     async def bench(ctx):
         nonlocal single_flit_messages, multi_flit_messages
-        last: tuple[int, int, int] | None = None  # (vc, flit raw) sent in the previous cycle
+        last: tuple[int, int] | None = None  # (vc, flit raw) crossing in the previous cycle
+        granted: tuple[int, int] | None = None  # (vc, flit raw) granted in the previous cycle
         for cycle in range(500):
             got = sense.unpack(ctx.get(sense.value))
             owner = unpack_rows(got["owner"], owner_w, vcs)
@@ -395,11 +402,21 @@ def test_output_unit(depth: int) -> None:
                     returns |= 1 << r
             wanted = rng.random() < 0.3
             values = {"credit": returns, "wanted": int(wanted)}
-            last = None
+            this = None
             if send is not None:
                 raw = flit_raw(send.head, send.tail, rng.getrandbits(params.fabric.payload_bits))
-                values.update(in_valid=1, in_vc=send.vc, in_flit=raw, in_src=send.src)
-                last = (send.vc, raw)
+                this = (send.vc, raw)
+                values.update(
+                    alloc_valid=1,
+                    alloc_vc=send.vc,
+                    alloc_head=int(send.head),
+                    alloc_tail=int(send.tail),
+                    alloc_src=send.src,
+                )
+            last = granted if crossing_delay else this
+            granted = this
+            if last is not None:
+                values.update(in_valid=1, in_vc=last[0], in_flit=last[1])
             ctx.set(drive.value, drive.pack(values))
             model.step(send, returns, wanted=wanted)
             await ctx.tick()
@@ -480,6 +497,8 @@ INPUT_CASES = {
     "voq_edge_vc6": dict(allocator="islip", edge=True, vcs=6, depth=3),
     "fifo": dict(allocator="fifo", edge=False, vcs=4, depth=4),
     "fifo_edge": dict(allocator="fifo", edge=True, vcs=5, depth=2),
+    "voq_registered": dict(allocator="islip", edge=False, vcs=4, depth=2, registered_grant=True),
+    "fifo_registered": dict(allocator="fifo", edge=True, vcs=4, depth=3, registered_grant=True),
 }
 
 
@@ -492,7 +511,14 @@ def test_input_unit(case: str) -> None:
     rng = make_rng(name)
     c = INPUT_CASES[case]
     fabric = FabricParams(vcs=c["vcs"])
-    params = SwitchParams(fabric=fabric, ports=4, buffer_depth=c["depth"], allocator=c["allocator"])
+    registered = c.get("registered_grant", False)
+    params = SwitchParams(
+        fabric=fabric,
+        ports=4,
+        buffer_depth=c["depth"],
+        allocator=c["allocator"],
+        registered_grant=registered,
+    )
     port = 1
     rng_range = AddressRange(base=0x40000, size=0x40000, targets=(2, 5), granularity=256)
     config = SwitchConfig(
@@ -519,12 +545,16 @@ def test_input_unit(case: str) -> None:
     sense_req = Bus([("requests", u.requests), ("credit_blocked", u.credit_blocked)])
     sense_out = Bus(
         [
-            ("out_valid", u.out_valid),
-            ("out_vc", u.out_vc),
-            ("out_flit", u.out_flit),
+            ("alloc_valid", u.alloc_valid),
+            ("alloc_vc", u.alloc_vc),
+            ("alloc_head", u.alloc_head),
+            ("alloc_tail", u.alloc_tail),
             ("credit", u.inp.credit),
         ]
     )
+    sense_flit = Bus([("out_valid", u.out_valid), ("out_vc", u.out_vc), ("out_flit", u.out_flit)])
+    # The flit granted in the previous cycle, which crosses now with registered_grant.
+    crossing: tuple[int, int] | None = None
 
     # Model: queues[(v, o)] of raw flits (VOQ) or queues[(v, 0)] of (o, raw flit) (FIFO).
     queues: dict[tuple[int, int], deque] = defaultdict(deque)
@@ -573,11 +603,16 @@ def test_input_unit(case: str) -> None:
         return cand, blocked
 
     async def bench(ctx):
+        nonlocal crossing
         cycles, drain_limit = 700, 400
         cycle = 0
         while True:
             draining = cycle >= cycles
             if draining and not any(queues.values()) and not any(pending):
+                if registered and crossing is not None:  # the last departure, a cycle late
+                    ctx.set(u.grant, 0)
+                    flit_now = sense_flit.unpack(ctx.get(sense_flit.value))
+                    assert flit_now["out_valid"] and flit_now["out_flit"] == crossing[1]
                 break
             assert cycle < cycles + drain_limit, "input unit did not drain"
             # Arrival on a random VC that has a credit.
@@ -621,18 +656,30 @@ def test_input_unit(case: str) -> None:
             grant = rng.choice(asked) if asked and rng.random() < 0.85 else None
             ctx.set(u.grant, 0 if grant is None else 1 << grant)
             got = sense_out.unpack(ctx.get(sense_out.value))
+            departure = None
             if grant is None:
-                assert not got["out_valid"] and got["credit"] == 0, f"cycle {cycle}"
+                assert not got["alloc_valid"] and got["credit"] == 0, f"cycle {cycle}"
                 vc_rr.step(0, False)
             else:
                 v = vc_rr.grant(cands[grant])
                 vc_rr.step(cands[grant], True)
-                assert got["out_valid"] and got["out_vc"] == v, f"cycle {cycle}: VC choice"
+                assert got["alloc_valid"] and got["alloc_vc"] == v, f"cycle {cycle}: VC choice"
                 q = queues[(v, 0 if not voq else grant)]
                 expected = q.popleft() if voq else q.popleft()[1]
-                assert got["out_flit"] == expected, f"cycle {cycle}: flit out of order"
+                head, tail, _ = flit_fields(expected)
+                assert (got["alloc_head"], got["alloc_tail"]) == (head, tail), f"cycle {cycle}"
                 assert got["credit"] == 1 << v, f"cycle {cycle}: credit"
+                departure = (v, expected)
                 stats["departed"] += 1
+            # The flit: this cycle's departure, or with registered_grant the previous one.
+            shown = crossing if registered else departure
+            crossing = departure
+            flit_now = sense_flit.unpack(ctx.get(sense_flit.value))
+            if shown is None:
+                assert not flit_now["out_valid"], f"cycle {cycle}: a flit without a grant"
+            else:
+                assert flit_now["out_valid"] and flit_now["out_vc"] == shown[0], f"cycle {cycle}"
+                assert flit_now["out_flit"] == shown[1], f"cycle {cycle}: flit out of order"
             for v in range(vcs):
                 if got["credit"] >> v & 1:
                     credits[v] += 1
@@ -812,6 +859,8 @@ SWITCH_CASES = {
     "wavefront": dict(allocator="wavefront", downstream=3),
     "fifo": dict(allocator="fifo", downstream=4),
     "islip_vc6": dict(allocator="islip", downstream=2, vcs=6),
+    "islip_registered": dict(allocator="islip", downstream=2, registered_grant=True),
+    "fifo_registered": dict(allocator="fifo", downstream=3, registered_grant=True),
 }
 
 
@@ -835,6 +884,7 @@ def test_switch(case: str) -> None:
         buffer_depth=4,
         downstream_depth=c["downstream"],
         allocator=c["allocator"],
+        registered_grant=c.get("registered_grant", False),
     )
     fabric = params.fabric
     vcs = fabric.vcs
@@ -1021,3 +1071,45 @@ def test_switch(case: str) -> None:
             assert stats["errors_vc4"] > 0, "no refused request on the second REQ VC"
 
     simulate(dut, bench, name=name)
+
+
+@pytest.mark.parametrize(("registered_grant", "cycles"), [(False, 2), (True, 3)])
+def test_switch_zero_load_latency(registered_grant: bool, cycles: int) -> None:
+    """One single-flit and one three-flit message through an idle switch: the head leaves
+    ``cycles`` after it arrives (2, or 3 with ``registered_grant``) and the data flits
+    follow back to back, on the input's VC."""
+    # Buffers and downstream credits for every flit: nothing waits for a credit.
+    params = SwitchParams(
+        ports=4, buffer_depth=8, downstream_depth=8, registered_grant=registered_grant
+    )
+    fabric = params.fabric
+    config = SwitchConfig(node_id=SWITCH_NODE, routes={n: n % 4 for n in range(NODES)})
+    dut = Switch(params, config)
+    rng = make_rng(f"latency_{registered_grant}")
+    single = header(Opcode.READ_SHARED, src=0, dst=3, tag=1, addr=0x40)
+    multi = header(Opcode.NC_WRITE, src=0, dst=2, tag=2, addr=0x80)
+    messages = [
+        (3, message_flits(rng, fabric, pack_header(single), Opcode.READ_SHARED, 1)),
+        (2, message_flits(rng, fabric, pack_header(multi), Opcode.NC_WRITE, 2)),
+    ]
+
+    async def bench(ctx):
+        for out_port, flits in messages:
+            seen = []
+            for cycle in range(12):
+                if cycle < len(flits):
+                    ctx.set(dut.inputs[0].valid, 1)
+                    ctx.set(dut.inputs[0].vc, 0)
+                    ctx.set(Value.cast(dut.inputs[0].flit), flits[cycle])
+                else:
+                    ctx.set(dut.inputs[0].valid, 0)
+                for o in range(4):
+                    if ctx.get(dut.outputs[o].valid):
+                        assert o == out_port and ctx.get(dut.outputs[o].vc) == 0
+                        seen.append((cycle, ctx.get(Value.cast(dut.outputs[o].flit))))
+                await ctx.tick()
+            assert [c for c, _ in seen] == [cycles + k for k in range(len(flits))]
+            assert [f for _, f in seen] == flits
+        assert not ctx.get(dut.xbar_error)
+
+    simulate(dut, bench, name=f"switch_latency_{registered_grant}")

@@ -4,7 +4,21 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RoundRobin"]
+__all__ = ["RoundRobin", "round_robin_pick"]
+
+
+def round_robin_pick(m: Module, requests: Value, last: Value, n: int, *, name: str) -> Signal:
+    """Index of the first set bit of ``requests`` after ``last`` (cyclically): the grant of a
+    round-robin arbiter whose most recent grant was ``last``. Meaningful when ``requests`` is
+    not zero. Several picks may share one ``last`` (one pointer, many request vectors)."""
+    grant = Signal(range(max(n, 2)), name=name)
+    # Priority scan over the doubled request vector, lowest offset wins.
+    for offset in reversed(range(1, n + 1)):
+        for base in range(n):
+            idx = (base + offset) % n
+            with m.If((last == base) & requests[idx]):
+                m.d.comb += grant.eq(idx)
+    return grant
 
 
 class RoundRobin(wiring.Component):
@@ -43,13 +57,10 @@ class RoundRobin(wiring.Component):
             return m
         # `last` is the most recently granted index; search starts just after it.
         last = Signal(range(n), init=n - 1)
-        m.d.comb += self.valid.eq(self.requests.any())
-        # Priority scan over the doubled request vector, lowest offset wins.
-        for offset in reversed(range(1, n + 1)):
-            for base in range(n):
-                idx = (base + offset) % n
-                with m.If((last == base) & self.requests[idx]):
-                    m.d.comb += self.grant.eq(idx)
+        m.d.comb += [
+            self.valid.eq(self.requests.any()),
+            self.grant.eq(round_robin_pick(m, self.requests, last, n, name="pick")),
+        ]
         with m.If(self.advance & self.valid):
             m.d.sync += last.eq(self.grant)
         return m

@@ -6,7 +6,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import HEADER_BITS, ErrorCode, flit_layout
-from unifab.hdl.lib.arbiter import RoundRobin
+from unifab.hdl.lib.arbiter import round_robin_pick
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.route import RouteCompute
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
@@ -56,8 +56,12 @@ class InputUnit(wiring.Component):
         From the allocator: one-hot output this input sends to this cycle.
     credit_ok, may_head, may_body : In(ArrayLayout(vcs, n_out))
         Per output and VC: a credit is held; a new message may start; this input owns the VC.
+    alloc_valid, alloc_vc, alloc_head, alloc_tail : Out(1), Out(vc_bits), Out(1), Out(1)
+        The departure decided this cycle (from the grant): its VC, and whether the flit starts
+        / ends a message. The output unit's credits and VC ownership follow these.
     out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
-        To the crossbar: the flit leaving this cycle.
+        To the crossbar: the departing flit, in the same cycle as ``alloc_*``, or with
+        ``registered_grant`` in the next.
     <counter> : Out(32)
         :data:`INPUT_COUNTERS`.
     """
@@ -78,6 +82,10 @@ class InputUnit(wiring.Component):
             "credit_ok": In(per_out),
             "may_head": In(per_out),
             "may_body": In(per_out),
+            "alloc_valid": Out(1),
+            "alloc_vc": Out(f.vc_bits),
+            "alloc_head": Out(1),
+            "alloc_tail": Out(1),
             "out_valid": Out(1),
             "out_vc": Out(f.vc_bits),
             "out_flit": Out(flit_layout(f)),
@@ -122,12 +130,18 @@ class InputUnit(wiring.Component):
         for v in range(vcs):
             write = self.inp.valid & (self.inp.vc == v)
             if voq:
-                q = SharedVoq(outputs=n_out, depth=p.buffer_depth, width=flit.size)
+                q = SharedVoq(
+                    outputs=n_out,
+                    depth=p.buffer_depth,
+                    width=flit.size,
+                    registered_read=p.registered_grant,
+                )
                 m.d.comb += [
                     q.w_en.eq(write),
                     q.w_queue.eq(target),
                     q.w_data.eq(stored),
                     q.w_head.eq(stored.head),
+                    q.w_tail.eq(stored.tail),
                 ]
             else:
                 q = SyncFIFO(width=entry.size, depth=p.buffer_depth)
@@ -165,32 +179,63 @@ class InputUnit(wiring.Component):
             self.credit_blocked.eq(Cat(b.any() for b in blocked)),
         ]
 
-        # ---- Departure: the granted output picks a VC round-robin ----------------------------
-        m.submodules.vc_arbiter = vc_arb = RoundRobin(count=vcs)
-        granted_cand = Signal(vcs)
+        # ---- Departure: the granted output's VC, round-robin --------------------------------
+        # Each output's VC choice is made from its candidates in parallel with the allocator
+        # (one shared pointer), so the grant only selects among ready choices.
+        last_vc = Signal(range(max(vcs, 2)), init=vcs - 1)
+        leave_vc = Signal(vcs)  # one-hot: the VC whose flit leaves this cycle
         for o in range(n_out):
-            with m.If(self.grant[o]):
-                m.d.comb += granted_cand.eq(cand[o])
-        m.d.comb += [vc_arb.requests.eq(granted_cand), self.out_valid.eq(vc_arb.valid)]
-        m.d.comb += self.out_vc.eq(vc_arb.grant)
-        with m.If(vc_arb.valid):
-            m.d.comb += vc_arb.advance.eq(1)
+            pick = round_robin_pick(m, cand[o], last_vc, vcs, name=f"vc_pick{o}")
+            with m.If(self.grant[o] & cand[o].any()):
+                m.d.comb += leave_vc.eq(1 << pick)
+        departing = Signal()
+        chosen_vc = Signal(f.vc_bits)
+        m.d.comb += departing.eq(leave_vc.any())
+        for v in range(vcs):
+            with m.If(leave_vc[v]):
+                m.d.comb += chosen_vc.eq(v)
+        with m.If(departing):
+            m.d.sync += last_vc.eq(chosen_vc)
         granted_out = Signal(range(n_out))
         for o in range(n_out):
             with m.If(self.grant[o]):
                 m.d.comb += granted_out.eq(o)
+        m.d.comb += [self.alloc_valid.eq(departing), self.alloc_vc.eq(chosen_vc)]
+        front_flits = []  # per VC: the flit at the front of the granted queue
         for v in range(vcs):
-            leave = Signal(name=f"leave{v}")
-            m.d.comb += [leave.eq(vc_arb.valid & (vc_arb.grant == v)), self.inp.credit[v].eq(leave)]
             q = queues[v]
+            m.d.comb += self.inp.credit[v].eq(leave_vc[v])
             if voq:
-                m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave)]
-                with m.If(leave):
-                    m.d.comb += self.out_flit.eq(q.r_data)
+                m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave_vc[v])]
+                head_bit, tail_bit = q.r_head, q.r_tail
+                front_flits.append(q.r_data)  # with registered_grant: a cycle later
             else:
-                m.d.comb += q.r_en.eq(leave)
-                with m.If(leave):
-                    m.d.comb += self.out_flit.eq(heads[v].flit)
+                m.d.comb += q.r_en.eq(leave_vc[v])
+                head_bit, tail_bit = heads[v].flit.head, heads[v].flit.tail
+                front_flits.append(heads[v].flit)
+            with m.If(leave_vc[v]):
+                m.d.comb += [self.alloc_head.eq(head_bit), self.alloc_tail.eq(tail_bit)]
+
+        # The flit itself: the same cycle, or with registered_grant the next one.
+        if p.registered_grant:
+            sent_valid = Signal()
+            sent_vc = Signal(f.vc_bits)
+            m.d.sync += [sent_valid.eq(departing), sent_vc.eq(chosen_vc)]
+            m.d.comb += [self.out_valid.eq(sent_valid), self.out_vc.eq(sent_vc)]
+            if voq:
+                # The VOQ reads the departed slot a cycle late.
+                m.d.comb += self.out_flit.eq(Array(front_flits)[sent_vc])
+            else:
+                sent_flit = Signal(flit)
+                for v in range(vcs):
+                    with m.If(leave_vc[v]):
+                        m.d.sync += sent_flit.eq(front_flits[v])
+                m.d.comb += self.out_flit.eq(sent_flit)
+        else:
+            m.d.comb += [self.out_valid.eq(departing), self.out_vc.eq(chosen_vc)]
+            for v in range(vcs):
+                with m.If(leave_vc[v]):
+                    m.d.comb += self.out_flit.eq(front_flits[v])
 
         # ---- Counters ----------------------------------------------------------------------
         for c in range(4):

@@ -24,8 +24,14 @@ class OutputUnit(wiring.Component):
     -----
     out : Out(FabricLink)
         Flits to downstream, registered; credits come back on ``out.credit``.
-    in_valid, in_vc, in_flit, in_src : In(1), In(vc_bits), In(flit_layout), In(range(n_in))
-        From the crossbar: the flit sent this cycle and the input it comes from.
+    alloc_valid, alloc_vc, alloc_head, alloc_tail, alloc_src : In(1), In(vc_bits), In(1),
+    In(1), In(range(n_in))
+        From the allocation: a flit was granted this output this cycle, on VC ``alloc_vc``,
+        starting / ending a message, from input ``alloc_src``. Credits and VC ownership
+        follow these, so the next cycle's allocation sees them.
+    in_valid, in_vc, in_flit : In(1), In(vc_bits), In(flit_layout)
+        From the crossbar: the flit crossing this cycle (the granted one, in the same cycle
+        as ``alloc_*`` or, when the switch registers its grants, in the next).
     credit_ok : Out(vcs)
         A credit is held for the VC.
     may_head : Out(vcs)
@@ -44,10 +50,14 @@ class OutputUnit(wiring.Component):
         f = params.fabric
         members = {
             "out": Out(FabricLink(f)),
+            "alloc_valid": In(1),
+            "alloc_vc": In(f.vc_bits),
+            "alloc_head": In(1),
+            "alloc_tail": In(1),
+            "alloc_src": In(range(n_in)),
             "in_valid": In(1),
             "in_vc": In(f.vc_bits),
             "in_flit": In(flit_layout(f)),
-            "in_src": In(range(n_in)),
             "credit_ok": Out(f.vcs),
             "may_head": Out(f.vcs),
             "owner": Out(data.ArrayLayout(range(n_in), f.vcs)),
@@ -71,18 +81,18 @@ class OutputUnit(wiring.Component):
             credits = Signal(range(depth + 1), init=depth, name=f"credits{v}")
             send = Signal(name=f"send{v}")
             m.d.comb += [
-                send.eq(self.in_valid & (self.in_vc == v)),
+                send.eq(self.alloc_valid & (self.alloc_vc == v)),
                 self.credit_ok[v].eq(credits != 0),
                 self.may_head[v].eq(~busy[v]),
             ]
             m.d.sync += credits.eq(credits - send + self.out.credit[v])
             with m.If(send):
-                with m.If(self.in_flit.tail):
+                with m.If(self.alloc_tail):
                     m.d.sync += busy[v].eq(0)
-                with m.Elif(self.in_flit.head):
-                    m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.in_src)]
+                with m.Elif(self.alloc_head):
+                    m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.alloc_src)]
         for c in range(4):
-            with m.If(self.in_valid & (self.in_vc[:2] == c)):
+            with m.If(self.alloc_valid & (self.alloc_vc[:2] == c)):
                 name = f"flits_out{c}"
                 m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
         with m.If(self.wanted):

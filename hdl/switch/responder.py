@@ -29,11 +29,15 @@ class Responder(wiring.Component):
         For the switch's node ID.
     route_node, route : Out(8), In(route_entry_layout)
         Lookup port into the node table: the route of each response.
+    in_alloc_valid, in_alloc_vc, in_alloc_head : In(1), In(vc_bits), In(1)
+        A flit was granted to the responder this cycle (used with ``registered_grant``, where
+        it crosses the next cycle).
     in_valid, in_vc, in_flit : In(1), In(vc_bits), In(flit_layout)
         Flits the crossbar sends to the responder (registered on arrival).
     credit_ok : Out(vcs)
         The responder can take a flit on the VC: always, except on request VCs while its
-        response queue has no room for it (counting a request head in the input register).
+        response queue has no room for it (counting request heads granted and not queued
+        yet).
     requests : Out(ports)
         To the allocator (as crossbar input ``ports``): the queued response goes to output
         ``o``.
@@ -41,8 +45,11 @@ class Responder(wiring.Component):
         From the allocator.
     credit_ok_out, may_head_out : In(ArrayLayout(vcs, ports + 1))
         Output state, as for input units.
+    alloc_valid, alloc_vc, alloc_head, alloc_tail : Out(1), Out(vc_bits), Out(1), Out(1)
+        The response granted this cycle (as an input unit's).
     out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
-        To the crossbar: the response leaving this cycle.
+        To the crossbar: the response, in the cycle of its grant or, with
+        ``registered_grant``, the next.
     responses, discarded, unreachable : Out(32)
         Error responses sent, non-request flits discarded, responses whose requester cannot be
         reached (discarded).
@@ -58,6 +65,9 @@ class Responder(wiring.Component):
                 "tables": In(tables_layout(params)),
                 "route_node": Out(8),
                 "route": In(route_entry_layout),
+                "in_alloc_valid": In(1),
+                "in_alloc_vc": In(f.vc_bits),
+                "in_alloc_head": In(1),
                 "in_valid": In(1),
                 "in_vc": In(f.vc_bits),
                 "in_flit": In(flit_layout(f)),
@@ -66,6 +76,10 @@ class Responder(wiring.Component):
                 "grant": In(n_out),
                 "credit_ok_out": In(per_out),
                 "may_head_out": In(per_out),
+                "alloc_valid": Out(1),
+                "alloc_vc": Out(f.vc_bits),
+                "alloc_head": Out(1),
+                "alloc_tail": Out(1),
                 "out_valid": Out(1),
                 "out_vc": Out(f.vc_bits),
                 "out_flit": Out(flit_layout(f)),
@@ -95,8 +109,12 @@ class Responder(wiring.Component):
         m.d.comb += is_req_vc.eq(in_vc[:2] == MsgClass.REQ.value)
         held = Signal()  # a request head in the register: it will take a queue slot
         m.d.comb += held.eq(in_valid & is_req_vc & in_flit.head)
+        crossing = Signal()  # with registered_grant: one granted last cycle, crossing now
+        if p.registered_grant:
+            granted_req = self.in_alloc_head & (self.in_alloc_vc[:2] == MsgClass.REQ.value)
+            m.d.sync += crossing.eq(self.in_alloc_valid & granted_req)
         room = Signal()
-        m.d.comb += room.eq(queue.w_level + held < self.depth)
+        m.d.comb += room.eq(queue.w_level + held + crossing < self.depth)
         request = Signal(Header)
         m.d.comb += request.eq(in_flit.payload[:HEADER_BITS])
         for v in range(f.vcs):
@@ -151,13 +169,29 @@ class Responder(wiring.Component):
                 & self.credit_ok_out[o].bit_select(head.vc, 1)
                 & self.may_head_out[o].bit_select(head.vc, 1)
             )
+        granted = Signal()
         m.d.comb += [
-            self.out_valid.eq(self.grant.any()),
-            self.out_vc.eq(head.vc),
+            granted.eq(self.grant.any()),
+            queue.r_en.eq(granted),
+            self.alloc_valid.eq(granted),
+            self.alloc_vc.eq(head.vc),
+            self.alloc_head.eq(1),
+            self.alloc_tail.eq(1),
             self.out_flit.head.eq(1),
             self.out_flit.tail.eq(1),
-            self.out_flit.payload.eq(head.header),
-            queue.r_en.eq(self.grant.any()),
+        ]
+        sent = Signal(entry)
+        sent_valid = Signal()
+        if p.registered_grant:
+            with m.If(granted):
+                m.d.sync += sent.eq(head)
+            m.d.sync += sent_valid.eq(granted)
+        else:
+            m.d.comb += [sent.eq(head), sent_valid.eq(granted)]
+        m.d.comb += [
+            self.out_valid.eq(sent_valid),
+            self.out_vc.eq(sent.vc),
+            self.out_flit.payload.eq(sent.header),
         ]
         with m.If(self.grant.any()):
             m.d.sync += self.responses.eq(self.responses + 1)

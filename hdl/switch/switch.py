@@ -3,11 +3,15 @@
 Pipeline (zero-load, port to port = 2 cycles): a flit arriving at an input port is routed and
 written into its virtual output queue in its arrival cycle; the next cycle the allocator
 matches inputs to outputs, the crossbar moves the flit and the output unit registers it onto
-the output port.
+the output port. With ``SwitchParams.registered_grant`` (3 cycles) the matching is registered
+and the flit is read from its queue and crosses the crossbar the cycle after its allocation,
+so that allocation and traversal are separate timing paths (for FPGA clock rates); credits,
+VC ownership and queue state still follow every grant in its own cycle, so throughput is
+unchanged.
 """
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import flit_layout
@@ -114,28 +118,53 @@ class Switch(wiring.Component):
         for i, src in enumerate(sources):
             m.d.comb += [alloc.requests[i].eq(src.requests), src.grant.eq(alloc.grants[i])]
 
-        width = flit_layout(f).size + f.vc_bits
-        m.submodules.crossbar = xbar = Crossbar(n_in=n_all, n_out=n_all, width=width)
+        # Two crossbars with the same matching. The control crossbar carries each grant's VC
+        # and framing to the outputs in the allocation cycle: credits and VC ownership must be
+        # updated before the next allocation. The data crossbar moves the flits, in the same
+        # cycle or, with registered_grant, from the registered matching a cycle later.
+        control = data.StructLayout({"vc": f.vc_bits, "head": 1, "tail": 1})
+        m.submodules.control_crossbar = ctrl = Crossbar(n_in=n_all, n_out=n_all, width=control.size)
         for i, src in enumerate(sources):
             m.d.comb += [
-                xbar.select[i].eq(alloc.grants[i]),
+                ctrl.select[i].eq(alloc.grants[i]),
+                ctrl.inputs[i].eq(Cat(src.alloc_vc, src.alloc_head, src.alloc_tail)),
+            ]
+        fb = flit_layout(f).size
+        m.submodules.crossbar = xbar = Crossbar(n_in=n_all, n_out=n_all, width=fb + f.vc_bits)
+        for i, src in enumerate(sources):
+            if p.registered_grant:
+                granted = Signal(n_all, name=f"granted{i}")
+                m.d.sync += granted.eq(alloc.grants[i])
+            else:
+                granted = alloc.grants[i]
+            m.d.comb += [
+                xbar.select[i].eq(granted),
                 xbar.inputs[i].eq(Cat(src.out_flit, src.out_vc)),
             ]
-        m.d.comb += self.xbar_error.eq(xbar.onehot_error)
-        fb = flit_layout(f).size
-        for o, unit in enumerate(outputs):
+        m.d.comb += self.xbar_error.eq(xbar.onehot_error | ctrl.onehot_error)
+        for o, unit in enumerate([*outputs, responder]):
+            grant = Signal(control, name=f"alloc{o}")
+            m.d.comb += grant.eq(ctrl.outputs[o])
+            if o < n:
+                m.d.comb += [
+                    unit.alloc_valid.eq(ctrl.valid[o]),
+                    unit.alloc_vc.eq(grant.vc),
+                    unit.alloc_head.eq(grant.head),
+                    unit.alloc_tail.eq(grant.tail),
+                    unit.alloc_src.eq(ctrl.source[o]),
+                    unit.wanted.eq(Cat(u.credit_blocked[o] for u in inputs).any()),
+                ]
+            else:
+                m.d.comb += [
+                    unit.in_alloc_valid.eq(ctrl.valid[o]),
+                    unit.in_alloc_vc.eq(grant.vc),
+                    unit.in_alloc_head.eq(grant.head),
+                ]
             m.d.comb += [
                 unit.in_valid.eq(xbar.valid[o]),
                 unit.in_flit.eq(xbar.outputs[o][:fb]),
                 unit.in_vc.eq(xbar.outputs[o][fb:]),
-                unit.in_src.eq(xbar.source[o]),
-                unit.wanted.eq(Cat(u.credit_blocked[o] for u in inputs).any()),
             ]
-        m.d.comb += [
-            responder.in_valid.eq(xbar.valid[n]),
-            responder.in_flit.eq(xbar.outputs[n][:fb]),
-            responder.in_vc.eq(xbar.outputs[n][fb:]),
-        ]
 
         # Output state seen by every input: credits, and whether a message may start on / is
         # owned by the asking input on each output VC. The responder takes any interleaving.

@@ -20,8 +20,9 @@ class SharedVoq(wiring.Component):
 
     Ports
     -----
-    w_en, w_queue, w_data, w_head : In(1), In(range(outputs)), In(width), In(1)
-        Append ``w_data`` (a message's head flit when ``w_head``) to queue ``w_queue``.
+    w_en, w_queue, w_data, w_head, w_tail : In(1), In(range(outputs)), In(width), In(1), In(1)
+        Append ``w_data`` (a message's head flit when ``w_head``, its last when ``w_tail``)
+        to queue ``w_queue``.
     nonempty : Out(outputs)
         Queue ``o`` holds a flit.
     head_is_head : Out(outputs)
@@ -29,29 +30,42 @@ class SharedVoq(wiring.Component):
     r_queue : In(range(outputs))
         Queue whose front flit ``r_data`` shows.
     r_data : Out(width)
-        The front flit of queue ``r_queue`` (combinational).
+        The front flit of queue ``r_queue`` (combinational); with ``registered_read``, the
+        flit the previous cycle's ``r_en`` removed.
+    r_head, r_tail : Out(1), Out(1)
+        The front flit of queue ``r_queue`` starts / ends a message (combinational, from
+        per-slot bits, so a departure's framing is known without reading the buffer).
     r_en : In(1)
         Remove the front flit of queue ``r_queue`` (must be non-empty).
     overflow : Out(1)
         Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
+
+    ``registered_read`` moves the buffer read to the cycle after ``r_en``: the departure is
+    decided from the queue state alone and the flit is read from a registered slot number (a
+    freed slot can only be rewritten at the end of that next cycle, so the read sees the
+    departed flit).
     """
 
-    def __init__(self, *, outputs: int, depth: int, width: int):
+    def __init__(self, *, outputs: int, depth: int, width: int, registered_read: bool = False):
         if outputs < 1 or depth < 1 or width < 1:
             raise ValueError(
                 f"outputs, depth and width must be positive, not {outputs}, {depth}, {width}"
             )
         self.outputs, self.depth, self.width = outputs, depth, width
+        self.registered_read = registered_read
         super().__init__(
             {
                 "w_en": In(1),
                 "w_queue": In(range(outputs)),
                 "w_data": In(width),
                 "w_head": In(1),
+                "w_tail": In(1),
                 "nonempty": Out(outputs),
                 "head_is_head": Out(outputs),
                 "r_queue": In(range(outputs)),
                 "r_data": Out(width),
+                "r_head": Out(1),
+                "r_tail": Out(1),
                 "r_en": In(1),
                 "overflow": Out(1),
             }
@@ -71,6 +85,7 @@ class SharedVoq(wiring.Component):
 
         free = Signal(d, init=(1 << d) - 1)
         is_head = Signal(d)
+        is_tail = Signal(d)
         head = [Signal(slot, name=f"head{o}") for o in range(n)]
         tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
         count = [Signal(range(d + 1), name=f"count{o}") for o in range(n)]
@@ -86,10 +101,18 @@ class SharedVoq(wiring.Component):
         front = Signal(slot)
         m.d.comb += [
             front.eq(head_of[self.r_queue]),
-            data_r.addr.eq(front),
             self.r_data.eq(data_r.data),
             link_r.addr.eq(front),
+            self.r_head.eq(is_head.bit_select(front, 1)),
+            self.r_tail.eq(is_tail.bit_select(front, 1)),
         ]
+        if self.registered_read:
+            departed = Signal(slot)
+            with m.If(self.r_en):
+                m.d.sync += departed.eq(front)
+            m.d.comb += data_r.addr.eq(departed)
+        else:
+            m.d.comb += data_r.addr.eq(front)
         for o in range(n):
             m.d.comb += [
                 self.nonempty[o].eq(count[o] != 0),
@@ -106,7 +129,10 @@ class SharedVoq(wiring.Component):
         give = Mux(self.r_en, Const(1, d) << front, 0)
         m.d.sync += free.eq((free & ~take) | give)
         with m.If(enq):
-            m.d.sync += is_head.bit_select(new, 1).eq(self.w_head)
+            m.d.sync += [
+                is_head.bit_select(new, 1).eq(self.w_head),
+                is_tail.bit_select(new, 1).eq(self.w_tail),
+            ]
         m.d.comb += [data_w.addr.eq(new), data_w.data.eq(self.w_data), data_w.en.eq(enq)]
 
         for o in range(n):

@@ -54,17 +54,18 @@ def failed_asserts(result: FormalResult) -> list[str]:
 
 
 def expect_fail(
-    name: str, harness: Elaboratable, *, mode: str, depth: int, expect: str
+    name: str, harness: Elaboratable, *, mode: str, depth: int, expect: str | tuple[str, ...]
 ) -> FormalResult:
     """Run a task on a deliberately broken design: sby must find a counterexample (FAIL) of
-    an assertion whose source contains ``expect`` and leave it as a VCD. An ERROR, TIMEOUT or
-    a different assertion does not count."""
+    an assertion whose source contains ``expect`` (or one of several) and leave it as a VCD.
+    An ERROR, TIMEOUT or a different assertion does not count."""
+    expected = (expect,) if isinstance(expect, str) else expect
     result = run_formal(name, harness, mode=mode, depth=depth)
     if result.status != "FAIL":
         pytest.fail(f"the mutant was not caught: {result.summary()}")
     assert result.vcds, "a failing proof leaves a counterexample trace"
     texts = failed_asserts(result)
-    if not any(expect in text for text in texts):
+    if not any(e in text for text in texts for e in expected):
         pytest.fail(f"the mutant failed other assertions than {expect!r}: {texts}")
     return result
 
@@ -79,6 +80,6 @@ def expect_unproved(name: str, harness: Elaboratable, *, depth: int, expect: str
         pytest.fail(f"the mutant was not caught: {result.summary()}")
     assert result.vcds, "a failed proof leaves a trace"
     texts = failed_asserts(result)
-    if not any(expect in text for text in texts):
+    if not any(e in text for text in texts for e in expected):
         pytest.fail(f"the mutant failed other assertions than {expect!r}: {texts}")
     return result

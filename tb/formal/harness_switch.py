@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from amaranth import Cat, Elaboratable, Module, Mux, Signal
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Cover
 
@@ -108,10 +108,12 @@ class OutputUnitHarness(Elaboratable):
     """:class:`OutputUnit` fed by inputs that obey its credit and VC-ownership signals, and
     an abstract downstream receiver with ``downstream_depth`` flits per VC.
 
-    Proved per output VC: credits are conserved (``credits + flit on the wire + downstream
-    buffer + credits owed == depth``: never negative, never above the downstream buffer), and
-    a multi-flit message is never interleaved with another: between a head flit (without
-    tail) and its tail, every flit sent on the VC comes from the same input and is not a head.
+    Proved per output VC: credits are conserved (``credits + flit crossing + flit on the wire
+    + downstream buffer + credits owed == depth``: never negative, never above the downstream
+    buffer), and a multi-flit message is never interleaved with another: between a head flit
+    (without tail) and its tail, every flit sent on the VC comes from the same input and is not
+    a head. With ``registered_grant`` the granted flit crosses to the unit a cycle after its
+    grant, as in a switch built with ``SwitchParams.registered_grant``.
     """
 
     def __init__(
@@ -121,8 +123,9 @@ class OutputUnitHarness(Elaboratable):
         dut_cls: type = OutputUnit,
         *,
         invariants: bool = True,
+        registered_grant: bool = False,
     ):
-        self.invariants = invariants
+        self.invariants, self.registered_grant = invariants, registered_grant
         self.params = params or SwitchParams(
             fabric=FabricParams(), ports=2, buffer_depth=2, downstream_depth=2
         )
@@ -139,15 +142,30 @@ class OutputUnitHarness(Elaboratable):
 
         valid = any_seq(m, 1, "in_valid")
         vc = any_seq(m, f.vc_bits, "in_vc")
-        src = any_seq(m, len(dut.in_src), "in_src")
+        src = any_seq(m, len(dut.alloc_src), "in_src")
         flit = Signal(flit_layout(f))
         m.d.comb += [
             flit.eq(AnySeq(flit_layout(f).size)),
-            dut.in_valid.eq(valid),
-            dut.in_vc.eq(vc),
-            dut.in_src.eq(src),
-            dut.in_flit.eq(flit),
+            dut.alloc_valid.eq(valid),
+            dut.alloc_vc.eq(vc),
+            dut.alloc_src.eq(src),
+            dut.alloc_head.eq(flit.head),
+            dut.alloc_tail.eq(flit.tail),
             dut.wanted.eq(AnySeq(1)),
+        ]
+        # The flit crossing to the unit: the granted one, now or a cycle later.
+        crossing = Signal()
+        crossing_vc = Signal(f.vc_bits)
+        if self.registered_grant:
+            crossing_flit = Signal(flit_layout(f))
+            m.d.sync += [crossing.eq(valid), crossing_vc.eq(vc), crossing_flit.eq(flit)]
+        else:
+            crossing_flit = flit
+            m.d.comb += [crossing.eq(valid), crossing_vc.eq(vc)]
+        m.d.comb += [
+            dut.in_valid.eq(crossing),
+            dut.in_vc.eq(crossing_vc),
+            dut.in_flit.eq(crossing_flit),
         ]
         # The input units' rule (InputUnit's `cand`): a credit, and a free VC for a head flit
         # or ownership of the VC for a body flit.
@@ -176,13 +194,18 @@ class OutputUnitHarness(Elaboratable):
             ]
             m.d.sync += [occ.eq(occ + wire - pop), owed.eq(owed + pop - ret)]
             credits = sig[f"credits{v}"]
+            granted = Const(0, 1)  # granted, not yet in the output register
+            if self.registered_grant:
+                granted = crossing & (crossing_vc == v)
             m.d.comb += [
-                Assert(credits + wire + occ + owed == depth, f"VC {v}: credits conserved"),
+                Assert(
+                    credits + granted + wire + occ + owed == depth, f"VC {v}: credits conserved"
+                ),
                 Assert(credits <= depth, f"VC {v}: credits within the downstream buffer"),
             ]
             # The message currently open on this output VC, as seen from the flits sent.
             open_ = Signal(name=f"open{v}")
-            open_src = Signal(len(dut.in_src), name=f"open_src{v}")
+            open_src = Signal(len(dut.alloc_src), name=f"open_src{v}")
             with m.If(send):
                 with m.If(open_):
                     m.d.comb += [

@@ -183,6 +183,7 @@ class SystemParams:
     switch_buffer_depth: int = 8
     agent_rx_depth: int = 4
     switch_islip_iterations: int = 3
+    switch_registered_grant: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoints, int) or not 1 <= self.endpoints <= 14:
@@ -196,6 +197,11 @@ class SystemParams:
         if self.switch_islip_iterations not in (1, 2, 3, 4):
             raise ValueError(
                 f"switch_islip_iterations must be 1..4, not {self.switch_islip_iterations!r}"
+            )
+        if not isinstance(self.switch_registered_grant, bool):
+            raise ValueError(
+                "switch_registered_grant must be True or False, "
+                f"not {self.switch_registered_grant!r}"
             )
         AddressWindow(base=self.base, size=self.size)  # validates alignment
         if self.granularity not in (256, 512, 1024, 2048, 4096):
@@ -230,6 +236,7 @@ class SystemParams:
             buffer_depth=self.switch_buffer_depth,
             downstream_depth=self.agent_rx_depth,
             islip_iterations=self.switch_islip_iterations,
+            registered_grant=self.switch_registered_grant,
             ranges=1,
             rules=1,
         )
