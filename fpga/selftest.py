@@ -82,11 +82,15 @@ BOARD_ISLIP_ITERATIONS = 1
 #: The board switch registers its matching (``SwitchParams.registered_grant``): allocation and
 #: the crossbar become separate paths, for one more cycle of latency per switch.
 BOARD_REGISTERED_GRANT = True
+#: The board switch queues an arriving flit the cycle after its route compute
+#: (``SwitchParams.registered_route``): one more cycle per switch.
+BOARD_REGISTERED_ROUTE = True
 
 
 def system_preset(name: str) -> SystemParams:
     """A preset of ``SYSTEM_PRESETS`` or :data:`FPGA_PRESETS`, as the board tops build it
-    (:data:`BOARD_ISLIP_ITERATIONS`, :data:`BOARD_REGISTERED_GRANT`)."""
+    (:data:`BOARD_ISLIP_ITERATIONS`, :data:`BOARD_REGISTERED_GRANT`,
+    :data:`BOARD_REGISTERED_ROUTE`)."""
     presets = SYSTEM_PRESETS | FPGA_PRESETS
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(presets)}")
@@ -94,6 +98,7 @@ def system_preset(name: str) -> SystemParams:
         presets[name],
         switch_islip_iterations=BOARD_ISLIP_ITERATIONS,
         switch_registered_grant=BOARD_REGISTERED_GRANT,
+        switch_registered_route=BOARD_REGISTERED_ROUTE,
     )
 
 

@@ -318,6 +318,9 @@ def test_parameters_are_validated() -> None:
     with pytest.raises(ValueError, match=r"switch_registered_grant must be True or False, not 1"):
         SystemParams(switch_registered_grant=1)
     assert SystemParams(switch_registered_grant=True).switch_params().registered_grant
+    with pytest.raises(ValueError, match=r"switch_registered_route must be True or False"):
+        SystemParams(switch_registered_route="yes")
+    assert SystemParams(switch_registered_route=True).switch_params().registered_route
     p = SYSTEM_PRESETS["default"]
     assert {p.home_of(p.base + k * p.granularity) for k in range(4)} == {16, 17}
     assert not p.endpoint_params(0).cacheable(p.base)

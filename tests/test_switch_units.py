@@ -499,6 +499,12 @@ INPUT_CASES = {
     "fifo_edge": dict(allocator="fifo", edge=True, vcs=5, depth=2),
     "voq_registered": dict(allocator="islip", edge=False, vcs=4, depth=2, registered_grant=True),
     "fifo_registered": dict(allocator="fifo", edge=True, vcs=4, depth=3, registered_grant=True),
+    "voq_edge_pipelined": dict(
+        allocator="islip", edge=True, vcs=4, depth=3, registered_grant=True, registered_route=True
+    ),
+    "fifo_route_registered": dict(
+        allocator="fifo", edge=False, vcs=4, depth=2, registered_route=True
+    ),
 }
 
 
@@ -512,12 +518,14 @@ def test_input_unit(case: str) -> None:
     c = INPUT_CASES[case]
     fabric = FabricParams(vcs=c["vcs"])
     registered = c.get("registered_grant", False)
+    registered_route = c.get("registered_route", False)
     params = SwitchParams(
         fabric=fabric,
         ports=4,
         buffer_depth=c["depth"],
         allocator=c["allocator"],
         registered_grant=registered,
+        registered_route=registered_route,
     )
     port = 1
     rng_range = AddressRange(base=0x40000, size=0x40000, targets=(2, 5), granularity=256)
@@ -555,6 +563,8 @@ def test_input_unit(case: str) -> None:
     sense_flit = Bus([("out_valid", u.out_valid), ("out_vc", u.out_vc), ("out_flit", u.out_flit)])
     # The flit granted in the previous cycle, which crosses now with registered_grant.
     crossing: tuple[int, int] | None = None
+    # The flit that arrived in the previous cycle, which is queued now with registered_route.
+    held: tuple[int, int] | None = None
 
     # Model: queues[(v, o)] of raw flits (VOQ) or queues[(v, 0)] of (o, raw flit) (FIFO).
     queues: dict[tuple[int, int], deque] = defaultdict(deque)
@@ -603,12 +613,12 @@ def test_input_unit(case: str) -> None:
         return cand, blocked
 
     async def bench(ctx):
-        nonlocal crossing
+        nonlocal crossing, held
         cycles, drain_limit = 700, 400
         cycle = 0
         while True:
             draining = cycle >= cycles
-            if draining and not any(queues.values()) and not any(pending):
+            if draining and not any(queues.values()) and not any(pending) and held is None:
                 if registered and crossing is not None:  # the last departure, a cycle late
                     ctx.set(u.grant, 0)
                     flit_now = sense_flit.unpack(ctx.get(sense_flit.value))
@@ -684,6 +694,9 @@ def test_input_unit(case: str) -> None:
                 if got["credit"] >> v & 1:
                     credits[v] += 1
                     assert credits[v] <= depth
+            # With registered_route a flit joins its queue a cycle after it arrives.
+            if registered_route:
+                arrival, held = held, arrival
             if arrival:
                 v, raw = arrival
                 head, _, payload = flit_fields(raw)
@@ -861,6 +874,9 @@ SWITCH_CASES = {
     "islip_vc6": dict(allocator="islip", downstream=2, vcs=6),
     "islip_registered": dict(allocator="islip", downstream=2, registered_grant=True),
     "fifo_registered": dict(allocator="fifo", downstream=3, registered_grant=True),
+    "wavefront_pipelined": dict(
+        allocator="wavefront", downstream=2, registered_grant=True, registered_route=True
+    ),
 }
 
 
@@ -885,6 +901,7 @@ def test_switch(case: str) -> None:
         downstream_depth=c["downstream"],
         allocator=c["allocator"],
         registered_grant=c.get("registered_grant", False),
+        registered_route=c.get("registered_route", False),
     )
     fabric = params.fabric
     vcs = fabric.vcs
@@ -1073,19 +1090,29 @@ def test_switch(case: str) -> None:
     simulate(dut, bench, name=name)
 
 
-@pytest.mark.parametrize(("registered_grant", "cycles"), [(False, 2), (True, 3)])
-def test_switch_zero_load_latency(registered_grant: bool, cycles: int) -> None:
-    """One single-flit and one three-flit message through an idle switch: the head leaves
-    ``cycles`` after it arrives (2, or 3 with ``registered_grant``) and the data flits
-    follow back to back, on the input's VC."""
+@pytest.mark.parametrize(
+    ("registered_grant", "registered_route", "cycles"),
+    [(False, False, 2), (True, False, 3), (False, True, 3), (True, True, 4)],
+)
+def test_switch_zero_load_latency(
+    registered_grant: bool, registered_route: bool, cycles: int
+) -> None:
+    """One single-flit and one multi-flit message through an idle switch: the head leaves
+    ``cycles`` after it arrives (2, one more for each of ``registered_grant`` and
+    ``registered_route``) and the data flits follow back to back, on the input's VC."""
     # Buffers and downstream credits for every flit: nothing waits for a credit.
     params = SwitchParams(
-        ports=4, buffer_depth=8, downstream_depth=8, registered_grant=registered_grant
+        ports=4,
+        buffer_depth=8,
+        downstream_depth=8,
+        registered_grant=registered_grant,
+        registered_route=registered_route,
     )
     fabric = params.fabric
     config = SwitchConfig(node_id=SWITCH_NODE, routes={n: n % 4 for n in range(NODES)})
     dut = Switch(params, config)
-    rng = make_rng(f"latency_{registered_grant}")
+    name = f"switch_latency_{cycles}_{int(registered_grant)}{int(registered_route)}"
+    rng = make_rng(name)
     single = header(Opcode.READ_SHARED, src=0, dst=3, tag=1, addr=0x40)
     multi = header(Opcode.NC_WRITE, src=0, dst=2, tag=2, addr=0x80)
     messages = [
@@ -1112,4 +1139,4 @@ def test_switch_zero_load_latency(registered_grant: bool, cycles: int) -> None:
             assert [f for _, f in seen] == flits
         assert not ctx.get(dut.xbar_error)
 
-    simulate(dut, bench, name=f"switch_latency_{registered_grant}")
+    simulate(dut, bench, name=name)

@@ -123,12 +123,30 @@ class InputUnit(wiring.Component):
         with m.Else():
             m.d.comb += target.eq(route[self.inp.vc])
 
+        # The routed flit is queued in its arrival cycle or, with registered_route, the next
+        # (the route compute and the queue write are then separate timing paths). A flit in
+        # that register holds a credit like a queued one, so the queue always has its slot.
+        queued_valid = Signal()
+        queued_vc = Signal(f.vc_bits)
+        queued_target = Signal(range(n_out))
+        queued_flit = Signal(flit)
+        arrival = [
+            queued_valid.eq(self.inp.valid),
+            queued_vc.eq(self.inp.vc),
+            queued_target.eq(target),
+            queued_flit.eq(stored),
+        ]
+        if p.registered_route:
+            m.d.sync += arrival
+        else:
+            m.d.comb += arrival
+
         # VOQ: one shared buffer per VC holding a queue per output. FIFO reference: one queue
         # per VC holding (output, flit).
         entry = data.StructLayout({"out": range(n_out), "flit": flit})
         queues = []
         for v in range(vcs):
-            write = self.inp.valid & (self.inp.vc == v)
+            write = queued_valid & (queued_vc == v)
             if voq:
                 q = SharedVoq(
                     outputs=n_out,
@@ -138,14 +156,14 @@ class InputUnit(wiring.Component):
                 )
                 m.d.comb += [
                     q.w_en.eq(write),
-                    q.w_queue.eq(target),
-                    q.w_data.eq(stored),
-                    q.w_head.eq(stored.head),
-                    q.w_tail.eq(stored.tail),
+                    q.w_queue.eq(queued_target),
+                    q.w_data.eq(queued_flit),
+                    q.w_head.eq(queued_flit.head),
+                    q.w_tail.eq(queued_flit.tail),
                 ]
             else:
                 q = SyncFIFO(width=entry.size, depth=p.buffer_depth)
-                m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(target, stored))]
+                m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(queued_target, queued_flit))]
             m.submodules[f"q{v}"] = q
             queues.append(q)
 

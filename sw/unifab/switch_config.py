@@ -45,7 +45,9 @@ class SwitchParams:
     ``registered_grant`` registers the allocator's matching and moves the queue read and the
     crossbar to the next cycle: port to port takes 3 cycles instead of 2 at zero load, with the
     same throughput, and allocation and traversal become separate timing paths (for FPGA
-    clock rates).
+    clock rates). ``registered_route`` registers each arriving flit after route compute and
+    queues it the next cycle (one more cycle port to port; route compute and the queue write
+    become separate timing paths).
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -57,6 +59,7 @@ class SwitchParams:
     ranges: int = 8
     rules: int = 8
     registered_grant: bool = False
+    registered_route: bool = False
 
     def __post_init__(self) -> None:
         if not 2 <= self.ports <= 16:
@@ -75,10 +78,9 @@ class SwitchParams:
             raise ValueError(f"ranges must be 1..64, not {self.ranges!r}")
         if not 1 <= self.rules <= 64:
             raise ValueError(f"rules must be 1..64, not {self.rules!r}")
-        if not isinstance(self.registered_grant, bool):
-            raise ValueError(
-                f"registered_grant must be True or False, not {self.registered_grant!r}"
-            )
+        for name in ("registered_grant", "registered_route"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
 
     @property
     def vcs(self) -> int:

@@ -184,6 +184,7 @@ class SystemParams:
     agent_rx_depth: int = 4
     switch_islip_iterations: int = 3
     switch_registered_grant: bool = False
+    switch_registered_route: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoints, int) or not 1 <= self.endpoints <= 14:
@@ -198,11 +199,9 @@ class SystemParams:
             raise ValueError(
                 f"switch_islip_iterations must be 1..4, not {self.switch_islip_iterations!r}"
             )
-        if not isinstance(self.switch_registered_grant, bool):
-            raise ValueError(
-                "switch_registered_grant must be True or False, "
-                f"not {self.switch_registered_grant!r}"
-            )
+        for name in ("switch_registered_grant", "switch_registered_route"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         AddressWindow(base=self.base, size=self.size)  # validates alignment
         if self.granularity not in (256, 512, 1024, 2048, 4096):
             raise ValueError(f"granularity must be 256..4096 bytes, not {self.granularity!r}")
@@ -237,6 +236,7 @@ class SystemParams:
             downstream_depth=self.agent_rx_depth,
             islip_iterations=self.switch_islip_iterations,
             registered_grant=self.switch_registered_grant,
+            registered_route=self.switch_registered_route,
             ranges=1,
             rules=1,
         )
