@@ -62,8 +62,9 @@ class InputUnit(wiring.Component):
     out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
         To the crossbar: the departing flit, in the same cycle as ``alloc_*``, or with
         ``registered_grant`` in the next.
-    <counter> : Out(32)
-        :data:`INPUT_COUNTERS`.
+    events : Out(len(INPUT_COUNTERS))
+        Bit ``k``: an event of counter :data:`INPUT_COUNTERS` ``[k]`` this cycle (the switch
+        counts them in its :class:`~unifab.hdl.lib.counters.CounterBank`).
     """
 
     def __init__(self, params: SwitchParams, *, port: int):
@@ -90,7 +91,7 @@ class InputUnit(wiring.Component):
             "out_vc": Out(f.vc_bits),
             "out_flit": Out(flit_layout(f)),
         }
-        members.update({name: Out(32) for name in INPUT_COUNTERS})
+        members["events"] = Out(len(INPUT_COUNTERS))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -255,21 +256,15 @@ class InputUnit(wiring.Component):
                 with m.If(leave_vc[v]):
                     m.d.comb += self.out_flit.eq(front_flits[v])
 
-        # ---- Counters ----------------------------------------------------------------------
-        for c in range(4):
-            with m.If(self.inp.valid & (self.inp.vc[:2] == c)):
-                name = f"flits_in{c}"
-                m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
-        with m.If(self.inp.valid & arriving.head):
-            with m.If(rc.error == ErrorCode.DECODE):
-                m.d.sync += self.decode_errors.eq(self.decode_errors + 1)
-            with m.If(rc.error == ErrorCode.DENIED):
-                m.d.sync += self.denied.eq(self.denied + 1)
-            with m.If(rc.error == ErrorCode.MALFORMED):
-                m.d.sync += self.malformed.eq(self.malformed + 1)
+        # ---- Counter events --------------------------------------------------------------
+        head_valid = self.inp.valid & arriving.head
         # A flit on a VC number the fabric does not have (no credit exists for it) has no
         # queue: it is discarded and counted in `dropped`, not lost silently.
         bad_vc = self.inp.valid & (self.inp.vc >= vcs)
-        with m.If((self.inp.valid & arriving.head & rc.drop) | bad_vc):
-            m.d.sync += self.dropped.eq(self.dropped + 1)
+        event = {f"flits_in{c}": self.inp.valid & (self.inp.vc[:2] == c) for c in range(4)}
+        event["decode_errors"] = head_valid & (rc.error == ErrorCode.DECODE)
+        event["denied"] = head_valid & (rc.error == ErrorCode.DENIED)
+        event["malformed"] = head_valid & (rc.error == ErrorCode.MALFORMED)
+        event["dropped"] = (head_valid & rc.drop) | bad_vc
+        m.d.comb += self.events.eq(Cat(event[name] for name in INPUT_COUNTERS))
         return m

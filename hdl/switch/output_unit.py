@@ -41,8 +41,9 @@ class OutputUnit(wiring.Component):
     wanted : In(1)
         Some input has a flit for this output that waits only for a credit (for
         ``credit_stalls``).
-    <counter> : Out(32)
-        :data:`OUTPUT_COUNTERS`.
+    events : Out(len(OUTPUT_COUNTERS))
+        Bit ``k``: an event of counter :data:`OUTPUT_COUNTERS` ``[k]`` this cycle (flits are
+        counted at their grant).
     """
 
     def __init__(self, params: SwitchParams, *, n_in: int):
@@ -63,7 +64,7 @@ class OutputUnit(wiring.Component):
             "owner": Out(data.ArrayLayout(range(n_in), f.vcs)),
             "wanted": In(1),
         }
-        members.update({name: Out(32) for name in OUTPUT_COUNTERS})
+        members["events"] = Out(len(OUTPUT_COUNTERS))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -91,10 +92,7 @@ class OutputUnit(wiring.Component):
                     m.d.sync += busy[v].eq(0)
                 with m.Elif(self.alloc_head):
                     m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.alloc_src)]
-        for c in range(4):
-            with m.If(self.alloc_valid & (self.alloc_vc[:2] == c)):
-                name = f"flits_out{c}"
-                m.d.sync += getattr(self, name).eq(getattr(self, name) + 1)
-        with m.If(self.wanted):
-            m.d.sync += self.credit_stalls.eq(self.credit_stalls + 1)
+        event = {f"flits_out{c}": self.alloc_valid & (self.alloc_vc[:2] == c) for c in range(4)}
+        event["credit_stalls"] = self.wanted
+        m.d.comb += self.events.eq(Cat(event[name] for name in OUTPUT_COUNTERS))
         return m

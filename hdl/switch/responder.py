@@ -17,7 +17,11 @@ from unifab.flit import HEADER_BITS, ErrorCode, Header, MsgClass, Opcode, flit_l
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
 from unifab.switch_config import SwitchParams
 
-__all__ = ["Responder"]
+__all__ = ["RESPONDER_COUNTERS", "Responder"]
+
+#: Counters of the responder: ERROR responses sent, non-request flits discarded, responses
+#: whose requester cannot be reached (discarded).
+RESPONDER_COUNTERS = ("responses", "discarded", "unreachable")
 
 
 class Responder(wiring.Component):
@@ -50,9 +54,8 @@ class Responder(wiring.Component):
     out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
         To the crossbar: the response, in the cycle of its grant or, with
         ``registered_grant``, the next.
-    responses, discarded, unreachable : Out(32)
-        Error responses sent, non-request flits discarded, responses whose requester cannot be
-        reached (discarded).
+    events : Out(len(RESPONDER_COUNTERS))
+        Bit ``k``: an event of counter :data:`RESPONDER_COUNTERS` ``[k]`` this cycle.
     """
 
     def __init__(self, params: SwitchParams, *, depth: int = 4):
@@ -83,9 +86,7 @@ class Responder(wiring.Component):
                 "out_valid": Out(1),
                 "out_vc": Out(f.vc_bits),
                 "out_flit": Out(flit_layout(f)),
-                "responses": Out(32),
-                "discarded": Out(32),
-                "unreachable": Out(32),
+                "events": Out(len(RESPONDER_COUNTERS)),
             }
         )
 
@@ -154,10 +155,6 @@ class Responder(wiring.Component):
             queue.w_data.eq(new),
             queue.w_en.eq(answer & route.valid),
         ]
-        with m.If(answer & ~route.valid):
-            m.d.sync += self.unreachable.eq(self.unreachable + 1)
-        with m.If(in_valid & ~(is_req_vc & in_flit.head)):
-            m.d.sync += self.discarded.eq(self.discarded + 1)
 
         # The queued response competes for its output like any input's flit.
         head = Signal(entry)
@@ -193,6 +190,10 @@ class Responder(wiring.Component):
             self.out_vc.eq(sent.vc),
             self.out_flit.payload.eq(sent.header),
         ]
-        with m.If(self.grant.any()):
-            m.d.sync += self.responses.eq(self.responses + 1)
+        event = {
+            "responses": granted,
+            "discarded": in_valid & ~(is_req_vc & in_flit.head),
+            "unreachable": answer & ~route.valid,
+        }
+        m.d.comb += self.events.eq(Cat(event[name] for name in RESPONDER_COUNTERS))
         return m

@@ -15,12 +15,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import flit_layout
+from unifab.hdl.lib.counters import CounterBank
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.allocator import ISlipAllocator, WavefrontAllocator
 from unifab.hdl.switch.crossbar import Crossbar
 from unifab.hdl.switch.input_unit import INPUT_COUNTERS, InputUnit
 from unifab.hdl.switch.output_unit import OUTPUT_COUNTERS, OutputUnit
-from unifab.hdl.switch.responder import Responder
+from unifab.hdl.switch.responder import RESPONDER_COUNTERS, Responder
 from unifab.hdl.switch.tables import SwitchTables
 from unifab.switch_config import SwitchConfig, SwitchParams
 
@@ -28,8 +29,6 @@ __all__ = ["COUNTER_STRIDE", "PORT_COUNTERS", "RESPONDER_COUNTERS", "Switch", "c
 
 #: Counters of each port, in read-port order: port ``p`` counter ``k`` is at ``p * 16 + k``.
 PORT_COUNTERS = INPUT_COUNTERS + OUTPUT_COUNTERS
-#: Counters of the responder, at ``ports * 16 + k``.
-RESPONDER_COUNTERS = ("responses", "discarded", "unreachable")
 COUNTER_STRIDE = 16
 
 
@@ -190,20 +189,25 @@ class Switch(wiring.Component):
                         src.may_body[o].eq(may_body),
                     ]
 
-        # Counter read port (registered).
-        counters = {}
+        # Counters: every unit's events, counted in one bank of distributed RAM. The read
+        # port's sparse addresses (a block of COUNTER_STRIDE per port) map onto the bank's.
+        events = []
+        addresses = []
         for port in range(n):
-            for k, name in enumerate(PORT_COUNTERS):
-                unit = inputs[port] if name in INPUT_COUNTERS else outputs[port]
-                counters[port * COUNTER_STRIDE + k] = getattr(unit, name)
-        for k, name in enumerate(RESPONDER_COUNTERS):
-            counters[n * COUNTER_STRIDE + k] = getattr(responder, name)
+            events += [inputs[port].events, outputs[port].events]
+            addresses += [port * COUNTER_STRIDE + k for k in range(len(PORT_COUNTERS))]
+        events.append(responder.events)
+        addresses += [n * COUNTER_STRIDE + k for k in range(len(RESPONDER_COUNTERS))]
+        m.submodules.counters = bank = CounterBank(count=len(addresses))
+        m.d.comb += bank.events.eq(Cat(*events))
+        known = Signal()
         with m.Switch(self.ctr_addr):
-            for addr, value in counters.items():
+            for index, addr in enumerate(addresses):
                 with m.Case(addr):
-                    m.d.sync += self.ctr_data.eq(value)
-            with m.Default():
-                m.d.sync += self.ctr_data.eq(0)
+                    m.d.comb += [bank.addr.eq(index), known.eq(1)]
+        shown = Signal()  # the address read last cycle names a counter
+        m.d.sync += shown.eq(known)
+        m.d.comb += self.ctr_data.eq(Mux(shown, bank.data, 0))
         return m
 
 
