@@ -157,3 +157,64 @@ def test_board_top_reports_pass_on_uart():
     assert fields["err"] == "0000" and fields["to"] == "0" and fields["xb"] == "0"
     assert int(fields["ops"], 16) == expected_ops(top.params)
     assert leds & 0b1100 == 0b1100 and not leds & 0b10000  # done, passed, not failed
+
+
+def test_block_fmax_places_a_block_out_of_context(tmp_path):
+    """The per-block flow end to end on a 2-port, 8-bit bare crossbar: synthesis writes the
+    netlist, nextpnr places and routes it without I/O and reports its clock's fmax and a
+    register-to-register critical path inside the block."""
+    from fpga.baseline import Crossbar
+    from fpga.build import block_fmax, synth_area
+
+    area = synth_area(
+        Crossbar(ports=2, width=8), name="xbar", workdir=tmp_path, widelut=True, netlist=True
+    )
+    assert area.lut_total > 0 and area.ffs >= 2 * 8
+    result = block_fmax(platform_for(BOARDS["ulx3s"]), name="xbar", workdir=tmp_path)
+    assert 50 < result["fmax_mhz"] < 1000, result
+    path = result["critical_path"]
+    assert path is not None and path["delay_ns"] > 0 and path["cells"] >= 2, path
+
+
+def test_report_table_and_summary_line():
+    """The printed table and the last-line JSON carry the per-block area and fmax."""
+    import json
+
+    from fpga.build import BLOCKS, critical_path, summary_line, table
+
+    seg = {"from": {"cell": "core.system.switch.a"}, "to": {"cell": "core.system.ep0.b"}}
+    pnr = {
+        "critical_paths": [
+            {"from": "clk", "to": "clk", "path": [{**seg, "type": "logic", "delay": 1.5}]},
+            {"from": "clk", "to": "clk", "path": [{**seg, "type": "routing", "delay": 4.0}]},
+        ]
+    }
+    cp = critical_path(pnr)
+    assert cp["delay_ns"] == 4.0 and cp["logic_ns"] == 0.0
+    assert cp["blocks"] == {"switch": 1, "ep0": 1}
+    blk = {"luts": 10, "carry": 1, "lut_total": 12, "widemux": 0, "dpram": 0, "ffs": 3, "brams": 0}
+    xbar = blk | {"ports": 3, "width": 8}
+    entry = {name: blk for name in BLOCKS} | {"crossbar": xbar, "crossbar8x64": xbar}
+    entry |= {"switch_luts_per_port": 4.0, "crossbar_luts_per_port": 4.0, "switch_vs_crossbar": 1}
+    report = {
+        "board": "ulx3s", "device": "d", "preset": "small", "luts": 1, "ffs": 2, "brams": 3,
+        "fmax_mhz": 40.0, "target_mhz": 100.0, "timing_met": False, "luts_available": 9,
+        "seconds": {"pnr": 1.0}, "critical_path": cp,
+        "area": {
+            "nowidelut": entry, "widelut": entry,
+            "fmax": {"switch": {"fmax_mhz": 55.5, "critical_path": cp, "pnr_seconds": 1.0}},
+        },
+    }  # fmt: skip
+    text = table(report)
+    assert "per block fmax" in text and "55.5 MHz" in text
+    line = json.loads(summary_line(report))
+    assert line["block_fmax_mhz"] == {"switch": 55.5}
+    assert line["block_luts"]["switch"] == 12 and line["timing_met"] is False
+
+
+def test_block_fmax_needs_the_area_step(capsys):
+    from fpga.build import main
+
+    with pytest.raises(SystemExit):
+        main(["--board", "ulx3s", "--no-area", "--block-fmax"])
+    assert "--block-fmax needs the per-block synthesis" in capsys.readouterr().err
