@@ -13,6 +13,7 @@ GROUP  ?=
 CASES  ?=
 BOARD  ?= ulx3s
 PRESET ?= small
+FPGA_FLAGS ?=
 
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.unifab-installed
@@ -63,9 +64,10 @@ bench: $(STAMP)
 	$(ENVRUN) $(VENV)/bin/unifab bench link
 
 ## fpga: synthesize, place and route BOARD's self-test top (YoWASP tools); bitstream and
-## report in build/fpga/$(BOARD)-$(PRESET)/, table + one JSON line on stdout (docs/fpga.md)
+## report in build/fpga/$(BOARD)-$(PRESET)/, table + one JSON line on stdout (docs/fpga.md);
+## FPGA_FLAGS passes more options (e.g. --block-fmax, --no-area, --target-mhz 35)
 fpga: $(STAMP)
-	$(ENVRUN) $(VPY) -m fpga.build --board $(BOARD) --preset $(PRESET)
+	$(ENVRUN) $(VPY) -m fpga.build --board $(BOARD) --preset $(PRESET) $(FPGA_FLAGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache
