@@ -7,11 +7,15 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["RoundRobin", "round_robin_pick"]
 
 
-def round_robin_pick(m: Module, requests: Value, last: Value, n: int, *, name: str) -> Signal:
+def round_robin_pick(
+    m: Module, requests: Value, last: Value, n: int, *, grant: Signal | None = None, name: str = ""
+) -> Signal:
     """Index of the first set bit of ``requests`` after ``last`` (cyclically): the grant of a
-    round-robin arbiter whose most recent grant was ``last``. Meaningful when ``requests`` is
-    not zero. Several picks may share one ``last`` (one pointer, many request vectors)."""
-    grant = Signal(range(max(n, 2)), name=name)
+    round-robin arbiter whose most recent grant was ``last``, driven into ``grant`` (a new
+    signal named ``name`` if not given). Meaningful when ``requests`` is not zero. Several
+    picks may share one ``last`` (one pointer, many request vectors)."""
+    if grant is None:
+        grant = Signal(range(max(n, 2)), name=name)
     # Priority scan over the doubled request vector, lowest offset wins.
     for offset in reversed(range(1, n + 1)):
         for base in range(n):
@@ -57,10 +61,8 @@ class RoundRobin(wiring.Component):
             return m
         # `last` is the most recently granted index; search starts just after it.
         last = Signal(range(n), init=n - 1)
-        m.d.comb += [
-            self.valid.eq(self.requests.any()),
-            self.grant.eq(round_robin_pick(m, self.requests, last, n, name="pick")),
-        ]
+        m.d.comb += self.valid.eq(self.requests.any())
+        round_robin_pick(m, self.requests, last, n, grant=self.grant)
         with m.If(self.advance & self.valid):
             m.d.sync += last.eq(self.grant)
         return m
