@@ -47,7 +47,7 @@ class Switch(wiring.Component):
         Counter to read: port ``p`` counter ``k`` (:data:`PORT_COUNTERS`) at ``p * 16 + k``,
         responder counter ``k`` (:data:`RESPONDER_COUNTERS`) at ``ports * 16 + k``.
     ctr_data : Out(32)
-        Its value, one cycle after ``ctr_addr`` (counting the events up to two cycles before
+        Its value, one cycle after ``ctr_addr`` (counting the events up to the cycle before
         ``ctr_addr``).
     xbar_error : Out(1)
         Sticky: the crossbar saw a select that was not one-hot (must never happen).
@@ -200,9 +200,9 @@ class Switch(wiring.Component):
         events.append(responder.events)
         addresses += [n * COUNTER_STRIDE + k for k in range(len(RESPONDER_COUNTERS))]
         m.submodules.counters = bank = CounterBank(count=len(addresses))
-        # Registered: an event (some come out of route compute) is not on any timing path of
-        # the switch's own; a read therefore shows the events up to two cycles before it.
-        m.d.sync += bank.events.eq(Cat(*events))
+        # Not registered: with a register here Yosys 0.70 (yowasp) failed an assertion in
+        # abc9's ABC_OPS_REINTEGRATE on the whole board top (docs/fpga.md).
+        m.d.comb += bank.events.eq(Cat(*events))
         known = Signal()
         with m.Switch(self.ctr_addr):
             for index, addr in enumerate(addresses):
