@@ -7,7 +7,8 @@ the output port. With ``SwitchParams.registered_grant`` (3 cycles) the matching 
 and the flit is read from its queue and crosses the crossbar the cycle after its allocation,
 so that allocation and traversal are separate timing paths (for FPGA clock rates); credits,
 VC ownership and queue state still follow every grant in its own cycle, so throughput is
-unchanged.
+unchanged. ``SwitchParams.registered_route`` adds one more cycle: an arriving flit is queued
+the cycle after its route compute.
 """
 
 from amaranth import *
