@@ -185,10 +185,10 @@ def block_fmax(platform, *, name: str, workdir: Path, seed: int = 1) -> dict:
         "--seed", str(seed),
     ]  # fmt: skip
     seconds = run(cmd, cwd=workdir, log=workdir / f"{name}-pnr.log")
-    figures = _pnr_figures(json.loads(report.read_text()))
+    pnr = json.loads(report.read_text())
     return {
-        "fmax_mhz": figures["fmax_mhz"],
-        "critical_path": critical_path(json.loads(report.read_text())),
+        "fmax_mhz": _pnr_figures(pnr)["fmax_mhz"],
+        "critical_path": critical_path(pnr),
         "pnr_seconds": round(seconds, 1),
     }
 

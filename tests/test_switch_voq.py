@@ -10,10 +10,15 @@ from unifab.hdl.switch.voq import SharedVoq
 from unifab.testing import seed_from_env
 
 
-@pytest.mark.parametrize(("outputs", "depth"), [(1, 2), (3, 4), (9, 8), (5, 16)])
-def test_shared_voq_matches_deques(outputs: int, depth: int) -> None:
-    rng = random.Random(seed_from_env(outputs * 100 + depth))
-    dut = SharedVoq(outputs=outputs, depth=depth, width=16)
+@pytest.mark.parametrize(
+    ("outputs", "depth", "registered_read"),
+    [(1, 2, False), (3, 4, False), (9, 8, False), (5, 16, False), (3, 4, True), (5, 8, True)],
+)
+def test_shared_voq_matches_deques(outputs: int, depth: int, registered_read: bool) -> None:
+    """Every departure's flit and framing bits against per-queue deques; with
+    ``registered_read`` the flit shows the cycle after its ``r_en``."""
+    rng = random.Random(seed_from_env(outputs * 100 + depth + 1000 * registered_read))
+    dut = SharedVoq(outputs=outputs, depth=depth, width=16, registered_read=registered_read)
     model = [deque() for _ in range(outputs)]
     serial = [0]
 
@@ -26,10 +31,12 @@ def test_shared_voq_matches_deques(outputs: int, depth: int) -> None:
             queue_in = rng.randrange(outputs)
             word = serial[0] & 0xFFFF
             head = rng.random() < 0.5
+            tail = rng.random() < 0.5
             ctx.set(dut.w_en, arrive)
             ctx.set(dut.w_queue, queue_in)
             ctx.set(dut.w_data, word)
             ctx.set(dut.w_head, head)
+            ctx.set(dut.w_tail, tail)
             ready = [o for o in range(outputs) if model[o]]
             leave = bool(ready) and rng.random() < 0.6
             queue_out = rng.choice(ready) if ready else 0
@@ -41,13 +48,18 @@ def test_shared_voq_matches_deques(outputs: int, depth: int) -> None:
                 if model[o]:
                     assert ctx.get(dut.head_is_head) >> o & 1 == model[o][0][1]
             if leave:
-                assert ctx.get(dut.r_data) == model[queue_out][0][0]
+                front = model[queue_out][0]
+                assert (ctx.get(dut.r_head), ctx.get(dut.r_tail)) == front[1:]
+                if not registered_read:
+                    assert ctx.get(dut.r_data) == front[0]
             await ctx.tick()
             if leave:
+                if registered_read:
+                    assert ctx.get(dut.r_data) == front[0], "the departed flit, a cycle late"
                 model[queue_out].popleft()
                 used -= 1
             if arrive:
-                model[queue_in].append((word, int(head)))
+                model[queue_in].append((word, int(head), int(tail)))
                 serial[0] += 1
                 used += 1
             assert not ctx.get(dut.overflow)
@@ -57,8 +69,12 @@ def test_shared_voq_matches_deques(outputs: int, depth: int) -> None:
             while model[o]:
                 ctx.set(dut.r_queue, o)
                 ctx.set(dut.r_en, 1)
-                assert ctx.get(dut.r_data) == model[o].popleft()[0]
+                word = model[o].popleft()[0]
+                if not registered_read:
+                    assert ctx.get(dut.r_data) == word
                 await ctx.tick()
+                if registered_read:
+                    assert ctx.get(dut.r_data) == word
         ctx.set(dut.r_en, 0)
         assert ctx.get(dut.nonempty) == 0
 

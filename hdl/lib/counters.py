@@ -54,7 +54,8 @@ class CounterBank(wiring.Component):
         update = totals.write_port()
         current = totals.read_port(domain="comb")  # the flushed counter's total
         shown = totals.read_port(domain="comb")  # the read port's
-        flushed = Array(pending)[flush]
+        pending_of = Array(pending)
+        flushed = pending_of[flush]
         m.d.comb += [
             current.addr.eq(flush),
             update.addr.eq(flush),
@@ -67,5 +68,5 @@ class CounterBank(wiring.Component):
             m.d.sync += pending[k].eq(base + self.events[k])
 
         m.d.comb += shown.addr.eq(self.addr)
-        m.d.sync += self.data.eq(shown.data + Array(pending)[self.addr])
+        m.d.sync += self.data.eq(shown.data + pending_of[self.addr])
         return m
