@@ -3,7 +3,12 @@
 Reads are asynchronous (combinational read ports, LUT-RAM style) so the endpoint's controller
 can look up a set and act on it in the same cycle; there is one write port per array, all
 driven by the controller. Line ``(set, way)`` occupies data words
-``(set * ways + way) * beats ... + beats - 1`` (one word per fabric data beat).
+``(way * sets + set) * beats ... + beats - 1`` (one word per fabric data beat).
+
+The way is the data address's most significant part on purpose: the RAM is built from
+16-word distributed-RAM blocks, and the word's low bits (beat, set) address them while the
+way selects among their outputs. A hit's data is then read in parallel with the tag
+compare that finds its way, and only the final multiplexer waits for the compare.
 """
 
 from amaranth import *
@@ -45,7 +50,8 @@ class CacheGeometry:
         return Cat(C(0, self.offset_bits), set_[: self.set_bits], tag)
 
     def word(self, set_: Value, way: Value, beat: Value) -> Value:
-        return (set_ * self.ways + way) * self.beats + beat
+        """Data word of ``beat`` of line ``(set_, way)``: the way in the high bits (above)."""
+        return (way * self.sets + set_) * self.beats + beat
 
 
 def tag_layout(geom: CacheGeometry) -> data.StructLayout:
