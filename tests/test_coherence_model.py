@@ -321,6 +321,15 @@ def test_parameters_are_validated() -> None:
     with pytest.raises(ValueError, match=r"switch_registered_route must be True or False"):
         SystemParams(switch_registered_route="yes")
     assert SystemParams(switch_registered_route=True).switch_params().registered_route
+    with pytest.raises(ValueError, match=r"agent_registered_rx must be True or False, not 0"):
+        SystemParams(agent_registered_rx=0)
+    with pytest.raises(ValueError, match=r"registered_rx must be True or False, not 'no'"):
+        EndpointParams(node_id=1, registered_rx="no")
+    with pytest.raises(ValueError, match=r"registered_rx must be True or False, not None"):
+        HomeParams(node_id=16, window=WINDOW, registered_rx=None)
+    both = SystemParams(agent_registered_rx=True)
+    assert both.endpoint_params(0).registered_rx and both.home_params(0).registered_rx
+    assert not SystemParams().home_params(0).registered_rx
     p = SYSTEM_PRESETS["default"]
     assert {p.home_of(p.base + k * p.granularity) for k in range(4)} == {16, 17}
     assert not p.endpoint_params(0).cacheable(p.base)

@@ -769,10 +769,11 @@ SNOOPS = (Opcode.SNP_INV, Opcode.SNP_SHARED, Opcode.SNP_UNIQUE)
 OPS = 500
 
 
-def test_random_traffic():
+@pytest.mark.parametrize("registered_rx", [False, True], ids=["ram_rx", "registered_rx"])
+def test_random_traffic(registered_rx):
     seed = seed_from_env(2024, label="endpoint random")
     rng = random.Random(seed)
-    env = Env(params(), rng=random.Random(seed + 1), gaps=0.2)
+    env = Env(params(registered_rx=registered_rx), rng=random.Random(seed + 1), gaps=0.2)
     model = HomeModel(env, random.Random(seed + 2))
     env.peer.on_message = model.on_message
     lines = [0x10000 + i * LINE for i in range(12)]  # 3 lines per set: evictions

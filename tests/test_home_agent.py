@@ -1088,10 +1088,12 @@ SLOT = {0: 0, 1: 1, 2: 2, 6: 3}  # each node writes only its own 8-byte slot of 
 COHERENT_NODES = (0, 1, 2)
 
 
-def test_random_traffic_invariants() -> None:
+@pytest.mark.parametrize("registered_rx", [False, True], ids=["ram_rx", "registered_rx"])
+def test_random_traffic_invariants(registered_rx: bool) -> None:
     seed = seed_from_env(2024)
     rng = random.Random(seed)
     params = HomeParams(
+        registered_rx=registered_rx,
         node_id=HOME,
         window=WINDOW,
         dir_sets=2,
@@ -1291,14 +1293,21 @@ def test_random_traffic_invariants() -> None:
     bench.run(scenario)
 
 
-def test_against_golden_home_model() -> None:
+@pytest.mark.parametrize("registered_rx", [False, True], ids=["ram_rx", "registered_rx"])
+def test_against_golden_home_model(registered_rx: bool) -> None:
     """One request at a time, the home's messages equal :class:`HomeModel`'s, and so do the
     directories. The model gets the same messages the Python agents sent the home, in order."""
     model_module = pytest.importorskip("unifab.coherence.model")
     seed = seed_from_env(77, label="golden")
     rng = random.Random(seed)
     params = HomeParams(
-        node_id=HOME, window=WINDOW, dir_sets=2, dir_ways=2, table_entries=2, max_sharers=4
+        node_id=HOME,
+        window=WINDOW,
+        dir_sets=2,
+        dir_ways=2,
+        table_entries=2,
+        max_sharers=4,
+        registered_rx=registered_rx,
     )
     lines = [line_addr(n) for n in range(6)]
     poisoned = {lines[5]}

@@ -732,9 +732,9 @@ def test_input_unit(case: str) -> None:
 class AdapterPair(Elaboratable):
     """StreamsToFabric feeding FabricToStreams over one fabric port."""
 
-    def __init__(self, fabric: FabricParams, depth: int) -> None:
+    def __init__(self, fabric: FabricParams, depth: int, registered: bool = False) -> None:
         self.tx = StreamsToFabric(fabric, credits=depth)
-        self.rx = FabricToStreams(fabric, depth=depth)
+        self.rx = FabricToStreams(fabric, depth=depth, registered=registered)
 
     def elaborate(self, platform):
         m = Module()
@@ -743,13 +743,16 @@ class AdapterPair(Elaboratable):
         return m
 
 
-@pytest.mark.parametrize(("vcs", "depth"), [(4, 1), (4, 2), (5, 4)])
-def test_stream_adapters(vcs: int, depth: int) -> None:
+@pytest.mark.parametrize(
+    ("vcs", "depth", "registered"),
+    [(4, 1, False), (4, 2, False), (5, 4, False), (4, 1, True), (4, 2, True), (5, 4, True)],
+)
+def test_stream_adapters(vcs: int, depth: int, registered: bool) -> None:
     """Random valid/ready on both sides: order per VC kept, no overflow, nothing lost."""
-    name = f"adapters_v{vcs}_d{depth}"
+    name = f"adapters_v{vcs}_d{depth}" + ("_reg" if registered else "")
     rng = make_rng(name)
     fabric = FabricParams(vcs=vcs)
-    dut = AdapterPair(fabric, depth)
+    dut = AdapterPair(fabric, depth, registered)
     fw = flit_layout(fabric).size
     drive = Bus(
         [(f"valid{v}", dut.tx.streams[v].valid) for v in range(vcs)]
@@ -798,6 +801,72 @@ def test_stream_adapters(vcs: int, depth: int) -> None:
         assert not got["overflow"]
 
     simulate(dut, bench, name=name)
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["ram_out", "registered"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_fabric_to_streams_credit_violation(depth: int, registered: bool) -> None:
+    """A sender that sends more flits than it has credits: the flits that fit are kept and
+    delivered in order, the extra one is discarded and ``overflow`` flags it; another VC is
+    unaffected."""
+    fabric = FabricParams()
+    rx = FabricToStreams(fabric, depth=depth, registered=registered)
+    latency = 2 if registered else 1
+
+    async def bench(ctx):
+        ctx.set(rx.port.valid, 1)
+        ctx.set(rx.port.vc, 1)
+        for k in range(depth + 1):  # one more than the credits
+            ctx.set(Value.cast(rx.port.flit), flit_raw(k == 0, k == depth, 0x100 + k))
+            await ctx.tick()
+            if k < depth:
+                assert not ctx.get(rx.overflow), f"flit {k} was within the credits"
+        ctx.set(rx.port.vc, 2)  # a legal flit on another VC
+        ctx.set(Value.cast(rx.port.flit), flit_raw(True, True, 0x2FF))
+        await ctx.tick()
+        ctx.set(rx.port.valid, 0)
+        assert ctx.get(rx.overflow), "the flit beyond the credits is flagged"
+        for _ in range(latency):
+            await ctx.tick()
+        got: list[int] = []
+        for _ in range(depth + 4):
+            if ctx.get(rx.streams[1].valid):
+                got.append(ctx.get(Value.cast(rx.streams[1].payload)))
+            ctx.set(rx.streams[1].ready, 1)
+            await ctx.tick()
+        expected = [flit_raw(k == 0, k == depth, 0x100 + k) for k in range(depth)]
+        assert got == expected, "the flits within the credits, in order; the extra one dropped"
+        assert ctx.get(rx.streams[2].valid)
+        assert ctx.get(Value.cast(rx.streams[2].payload)) == flit_raw(True, True, 0x2FF)
+        assert ctx.get(rx.overflow), "overflow is sticky"
+
+    simulate(rx, bench, name=f"rx_credit_violation_d{depth}_{int(registered)}")
+
+
+def test_fabric_to_streams_latency() -> None:
+    """A flit arriving at cycle 0 is on its stream at cycle 1 (RAM read), or 2 registered."""
+    fabric = FabricParams()
+    for registered, latency in ((False, 1), (True, 2)):
+        rx = FabricToStreams(fabric, depth=2, registered=registered)
+
+        async def bench(ctx, rx=rx, latency=latency):
+            ctx.set(rx.port.valid, 1)
+            ctx.set(rx.port.vc, 0)
+            ctx.set(Value.cast(rx.port.flit), flit_raw(True, True, 0x55))
+            await ctx.tick()
+            ctx.set(rx.port.valid, 0)
+            for cycle in range(1, 4):
+                assert ctx.get(rx.streams[0].valid) == (cycle >= latency), f"cycle {cycle}"
+                await ctx.tick()
+
+        simulate(rx, bench, name=f"rx_latency_{int(registered)}")
+
+
+def test_fabric_to_streams_arguments() -> None:
+    with pytest.raises(ValueError, match=r"depth must be at least 1, not 0"):
+        FabricToStreams(FabricParams(), depth=0)
+    with pytest.raises(ValueError, match=r"registered must be True or False, not 1"):
+        FabricToStreams(FabricParams(), depth=2, registered=1)
 
 
 def test_nonexistent_vc_is_flagged() -> None:

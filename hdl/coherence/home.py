@@ -181,7 +181,7 @@ class HomeAgent(wiring.Component):
         all_bytes = (1 << LINE_BYTES) - 1
 
         # -- blocks ------------------------------------------------------------------------
-        m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth)
+        m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth, registered=p.registered_rx)
         m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
         wiring.connect(m, wiring.flipped(self.fabric_in), rx.port)
         wiring.connect(m, tx.port, wiring.flipped(self.fabric_out))

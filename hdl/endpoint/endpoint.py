@@ -130,7 +130,7 @@ class Endpoint(wiring.Component):
         ap = self.axi_params
 
         # -- submodules and plumbing --------------------------------------------------------
-        m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth)
+        m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth, registered=p.registered_rx)
         m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
         m.submodules.front = front = AxiFront(ap)
         m.submodules.arrays = arrays = CacheArrays(g)

@@ -8,7 +8,7 @@ every flit, so both directions can be registered and pipelined freely.
 
 from amaranth import *
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import FabricParams, flit_layout
@@ -56,6 +56,12 @@ class FabricToStreams(wiring.Component):
     Holds ``depth`` flits per VC and returns a credit each time one leaves. The sender must
     start with ``depth`` credits per VC.
 
+    With ``registered``, each stream's payload comes from a flop (a read register after the
+    distributed RAM) instead of straight out of the RAM, so the logic behind the adapter
+    starts its paths from a register; a flit then reaches its stream one cycle later (two
+    cycles after it arrives instead of one). For board builds, where the receive RAM's read
+    was the start of the agents' longest paths.
+
     Ports
     -----
     port : In(FabricLink)
@@ -64,13 +70,16 @@ class FabricToStreams(wiring.Component):
         The same flits, one stream per VC.
     overflow : Out(1)
         Sticky: a flit arrived for a full VC buffer, or on a VC number the fabric does not
-        have (``vc >= vcs``; it is discarded) — the sender broke the credit rule.
+        have (``vc >= vcs``); that flit is discarded, the ones held are kept — the sender
+        broke the credit rule.
     """
 
-    def __init__(self, fabric: FabricParams, *, depth: int):
-        if depth < 1:
+    def __init__(self, fabric: FabricParams, *, depth: int, registered: bool = False):
+        if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth!r}")
-        self.fabric, self.depth = fabric, depth
+        if not isinstance(registered, bool):
+            raise ValueError(f"registered must be True or False, not {registered!r}")
+        self.fabric, self.depth, self.registered = fabric, depth, registered
         super().__init__(
             {
                 "port": In(FabricLink(fabric)),
@@ -83,20 +92,29 @@ class FabricToStreams(wiring.Component):
         m = Module()
         f = self.fabric
         for v in range(f.vcs):
-            # Unbuffered: w_rdy is exactly "fewer than depth flits held", as credits assume.
-            fifo = SyncFIFO(width=flit_layout(f).size, depth=self.depth)
+            if self.registered:
+                # SyncFIFOBuffered keeps depth - 1 entries in RAM and one in its output
+                # register, and refuses a write while its RAM part is full even if the
+                # register is about to take an entry: one spare entry makes it take every
+                # flit while fewer than `depth` are held; `room` keeps the spare unused.
+                fifo = SyncFIFOBuffered(width=flit_layout(f).size, depth=self.depth + 1)
+                room = fifo.level < self.depth
+            else:
+                # Unbuffered: w_rdy is exactly "fewer than depth flits held", as credits assume.
+                fifo = SyncFIFO(width=flit_layout(f).size, depth=self.depth)
+                room = fifo.w_rdy
             m.submodules[f"vc{v}"] = fifo
             arrive = Signal(name=f"arrive{v}")
             m.d.comb += [
                 arrive.eq(self.port.valid & (self.port.vc == v)),
-                fifo.w_en.eq(arrive),
+                fifo.w_en.eq(arrive & room),
                 fifo.w_data.eq(self.port.flit),
                 self.streams[v].valid.eq(fifo.r_rdy),
                 self.streams[v].payload.eq(fifo.r_data),
                 fifo.r_en.eq(self.streams[v].ready),
                 self.port.credit[v].eq(fifo.r_rdy & self.streams[v].ready),
             ]
-            with m.If(arrive & ~fifo.w_rdy):
+            with m.If(arrive & ~room):
                 m.d.sync += self.overflow.eq(1)
         if f.vcs < 1 << len(self.port.vc):
             # No credit exists for such a VC: flag the flit instead of losing it silently.

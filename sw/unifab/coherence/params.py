@@ -24,6 +24,11 @@ def _check_node(what: str, node: object) -> None:
         raise ValueError(f"{what} must be a {NODE_BITS}-bit node ID, not {node!r}")
 
 
+def _check_bool(what: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be True or False, not {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AddressWindow:
     """``[base, base + size)`` of the global address space, line aligned."""
@@ -61,7 +66,9 @@ class HomeParams:
     ``table_entries`` transactions awaiting ``COMP_ACK`` at once; ``max_sharers`` caching
     agents (node IDs ``0 .. max_sharers - 1``); ``rx_depth`` flits buffered per VC at the
     fabric input (the sender's credits); ``tx_credits`` the receiver's buffer per VC at the
-    fabric output; ``mem_addr_width`` the AXI address width of the memory port.
+    fabric output; ``mem_addr_width`` the AXI address width of the memory port;
+    ``registered_rx`` reads the fabric input through a register (one more cycle, shorter
+    paths: :class:`~unifab.hdl.lib.port.FabricToStreams`).
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -74,9 +81,11 @@ class HomeParams:
     rx_depth: int = 4
     tx_credits: int = 4
     axi_id_width: int = 4
+    registered_rx: bool = False
 
     def __post_init__(self) -> None:
         _check_node("node_id", self.node_id)
+        _check_bool("registered_rx", self.registered_rx)
         if not isinstance(self.window, AddressWindow):
             raise TypeError(f"window must be an AddressWindow, not {type(self.window).__name__}")
         if not _pow2(self.dir_sets):
@@ -123,7 +132,8 @@ class CacheParams:
 class EndpointParams:
     """A caching endpoint: its node, optional cache, MSHRs, non-cacheable ranges and ports.
 
-    ``cache=None`` makes every access non-coherent (``NC_READ``/``NC_WRITE``).
+    ``cache=None`` makes every access non-coherent (``NC_READ``/``NC_WRITE``);
+    ``registered_rx`` reads the fabric input through a register (as :class:`HomeParams`).
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -134,9 +144,11 @@ class EndpointParams:
     rx_depth: int = 4
     tx_credits: int = 4
     axi_id_width: int = 4
+    registered_rx: bool = False
 
     def __post_init__(self) -> None:
         _check_node("node_id", self.node_id)
+        _check_bool("registered_rx", self.registered_rx)
         if self.cache is not None and not isinstance(self.cache, CacheParams):
             raise TypeError(f"cache must be CacheParams or None, not {type(self.cache).__name__}")
         if not isinstance(self.mshrs, int) or not 1 <= self.mshrs <= 16:
@@ -165,7 +177,8 @@ class SystemParams:
 
     ``noncacheable`` windows are the same for every endpoint. Home ``j`` serves the whole
     window's AXI address space (``addr - base``), of which it receives every ``homes``-th
-    granule.
+    granule. ``switch_*`` are the switch's options (:class:`~unifab.switch_config.SwitchParams`);
+    ``agent_registered_rx`` gives every endpoint and home a registered fabric input.
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -185,6 +198,7 @@ class SystemParams:
     switch_islip_iterations: int = 3
     switch_registered_grant: bool = False
     switch_registered_route: bool = False
+    agent_registered_rx: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoints, int) or not 1 <= self.endpoints <= 14:
@@ -199,9 +213,8 @@ class SystemParams:
             raise ValueError(
                 f"switch_islip_iterations must be 1..4, not {self.switch_islip_iterations!r}"
             )
-        for name in ("switch_registered_grant", "switch_registered_route"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        for name in ("switch_registered_grant", "switch_registered_route", "agent_registered_rx"):
+            _check_bool(name, getattr(self, name))
         AddressWindow(base=self.base, size=self.size)  # validates alignment
         if self.granularity not in (256, 512, 1024, 2048, 4096):
             raise ValueError(f"granularity must be 256..4096 bytes, not {self.granularity!r}")
@@ -250,6 +263,7 @@ class SystemParams:
             noncacheable=self.noncacheable,
             rx_depth=self.agent_rx_depth,
             tx_credits=self.switch_buffer_depth,
+            registered_rx=self.agent_registered_rx,
         )
 
     def home_params(self, j: int) -> HomeParams:
@@ -262,6 +276,7 @@ class SystemParams:
             table_entries=self.table_entries,
             rx_depth=self.agent_rx_depth,
             tx_credits=self.switch_buffer_depth,
+            registered_rx=self.agent_registered_rx,
         )
 
 
