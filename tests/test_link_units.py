@@ -11,7 +11,7 @@ the case's default, and is printed (``pytest -s`` or on failure). To replay a fa
 import random
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from amaranth import Elaboratable, Module, ResetInserter, Signal
@@ -634,6 +634,27 @@ def test_link_tx(case: TxCase) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Parameters
+
+
+def test_link_params_validated() -> None:
+    """Each bad LinkParams field is refused with its name and value."""
+    with pytest.raises(ValueError, match=r"replay_depth must be a power of two >= 2, not 24"):
+        LinkParams(replay_depth=24)
+    with pytest.raises(ValueError, match=r"replay_depth 256 must be at most half"):
+        LinkParams(replay_depth=256)
+    with pytest.raises(ValueError, match=r"rx_depth must be 2\.\.4096, not 1"):
+        LinkParams(rx_depth=1)
+    with pytest.raises(ValueError, match=r"ack_timeout must be at least 16 cycles, not 8"):
+        LinkParams(ack_timeout=8)
+    with pytest.raises(ValueError, match=r"credit_delay must be 1\.\.255, not 0"):
+        LinkParams(credit_delay=0)
+    with pytest.raises(ValueError, match=r"registered_crc must be True or False, not 1"):
+        LinkParams(registered_crc=1)
+    assert LinkParams(registered_crc=True).registered_crc
+
+
+# --------------------------------------------------------------------------------------------
 # Link receiver
 
 
@@ -651,7 +672,9 @@ def run_rx(
 
     ``next_input(cycle, model, log)`` returns ``(bits or None, up, start, ready per VC)``
     for the cycle; ``log`` collects ``(cycle, RxEvent)`` for every flit checked. After
-    ``cycles`` the receive buffers are drained with ``ready`` high.
+    ``cycles`` the receive buffers are drained with ``ready`` high. With
+    ``params.registered_crc`` the receiver acts on a flit one cycle later: the model gets it
+    one cycle later, as from a channel one cycle longer.
     """
     fab = params.fabric
     V = fab.vcs
@@ -659,10 +682,11 @@ def run_rx(
     model = LinkRxModel(fab, params.rx_depth)
     log: list = []
     queues: list[deque] = [deque() for _ in range(V)]
+    latency = 2 if params.registered_crc else 1
 
     async def bench(ctx):
         pins = Pins(ctx)
-        prev_bits: int | None = None
+        presented: deque = deque([None] * latency)  # flits of the last `latency` cycles
         cyc = 0
         while True:
             if cyc < cycles:
@@ -681,7 +705,8 @@ def run_rx(
             assert ctx.get(dut.drained) == model.drained, where
             for n in RX_COUNTERS:
                 assert ctx.get(getattr(dut, n)) == model.counters[n], f"{where}: {n}"
-            # The flit presented last cycle is checked in this one.
+            # The flit presented `latency` cycles ago is checked in this one.
+            prev_bits = presented.popleft()
             ev = model.receive(prev_bits, up=up, start=start)
             if prev_bits is not None:
                 log.append((cyc, ev))
@@ -714,10 +739,10 @@ def run_rx(
                     want = queues[v].popleft()
                     assert ctx.get(dut.flits[v].payload.as_value()) == want, where
                     model.pop(v)
-            prev_bits = bits
+            presented.append(bits)
             await ctx.tick()
             cyc += 1
-            if cyc > cycles + 1 and not any(queues):
+            if cyc > cycles + latency and not any(queues):
                 break
             assert cyc < cycles + 100 + 4 * params.rx_depth, "watchdog: buffers not drained"
         for n in RX_COUNTERS:
@@ -800,16 +825,21 @@ def test_link_rx_hand_built() -> None:
 
 
 @pytest.mark.parametrize(
-    "seq_bits,rx_depth,seed",
-    [(8, 8, 1), (4, 3, 2), (6, 16, 3), (5, 2, 4)],
-    ids=["s8", "s4", "s6", "s5-depth2"],
-)
-def test_link_rx_random(seq_bits: int, rx_depth: int, seed: int) -> None:
+    "seq_bits,rx_depth,seed,registered_crc",
+    [(8, 8, 1, False), (4, 3, 2, False), (6, 16, 3, False), (5, 2, 4, False), (8, 8, 5, True),
+     (5, 2, 6, True)],
+    ids=["s8", "s4", "s6", "s5-depth2", "s8-registered_crc", "s5-depth2-registered_crc"],
+)  # fmt: skip
+def test_link_rx_random(seq_bits: int, rx_depth: int, seed: int, registered_crc: bool) -> None:
     """A sloppy go-back-N peer: gaps, duplicates, bad CRCs, INIT/IDLE, credit violations."""
     rng = make_rng(seed)
     fab = FabricParams(seq_bits=seq_bits)
     params = LinkParams(
-        fabric=fab, replay_depth=(1 << seq_bits) // 2, rx_depth=rx_depth, ack_timeout=64
+        fabric=fab,
+        replay_depth=(1 << seq_bits) // 2,
+        rx_depth=rx_depth,
+        ack_timeout=64,
+        registered_crc=registered_crc,
     )
     V, M = fab.vcs, 1 << seq_bits
     flit_bits = flit_layout(fab).size
@@ -1018,6 +1048,7 @@ class PairCase:
     p_ready: tuple[float, ...] = (0.3, 0.7, 1.0)
     reset_b: bool = False
     max_cycles: int | None = None  # watchdog; default from the amount of traffic
+    registered_crc: bool = False
 
 
 PAIR_PARAMS = LinkParams(replay_depth=32, rx_depth=16, ack_timeout=64)
@@ -1026,7 +1057,7 @@ PAIR_PARAMS = LinkParams(replay_depth=32, rx_depth=16, ack_timeout=64)
 def run_pair(case: PairCase, name: str) -> Counter:
     """Random per-VC traffic both ways; per-VC scoreboards; returns counters and stats."""
     rng = make_rng(case.seed)
-    params = PAIR_PARAMS
+    params = replace(PAIR_PARAMS, registered_crc=case.registered_crc)
     fab = params.fabric
     V = fab.vcs
     flit_bits = flit_layout(fab).size
@@ -1142,8 +1173,9 @@ def run_pair(case: PairCase, name: str) -> Counter:
         PairCase(seed=2, latency=(4, 7), p_flip=0.02, p_drop=0.02),
         PairCase(seed=3, latency=(8, 2), p_flip=0.05, p_drop=0.03, p_inject=0.9),
         PairCase(seed=4, latency=(3, 3), p_flip=0.01, p_drop=0.05, p_ready=(0.05, 1.0)),
+        PairCase(seed=7, latency=(4, 2), p_flip=0.03, p_drop=0.02, registered_crc=True),
     ],
-    ids=["clean", "lossy", "lossier", "backpressure"],
+    ids=["clean", "lossy", "lossier", "backpressure", "lossy_registered_crc"],
 )
 def test_link_pair(case: PairCase) -> None:
     stats = run_pair(case, f"pair_{case.seed}")

@@ -21,6 +21,10 @@ class LinkRx(wiring.Component):
     bad CRC triggers one NAK until the next in-order flit arrives; a SEQ flit behind it is a
     duplicate from a replay and is dropped.
 
+    A flit from ``phy`` is checked the cycle after it arrives (its CRC computed from a
+    register), or two cycles after with ``LinkParams.registered_crc`` (CRC verdict registered
+    first).
+
     Ports
     -----
     phy : In(stream(link_bits, always_ready))
@@ -88,15 +92,24 @@ class LinkRx(wiring.Component):
         s = f.seq_bits
 
         # Register the channel's output: the CRC tree then starts from a flop.
-        valid = Signal()
-        raw = Signal(self.link_layout)
-        m.d.sync += [valid.eq(self.phy.valid), raw.eq(self.phy.payload)]
+        in_valid = Signal()
+        in_raw = Signal(self.link_layout)
+        m.d.sync += [in_valid.eq(self.phy.valid), in_raw.eq(self.phy.payload)]
 
         body_width = link_flit_layout(f, with_crc=False).size
         m.submodules.crc = crc = Crc32c(width=body_width)
-        m.d.comb += crc.data.eq(raw.as_value()[:body_width])
-        good = Signal()
-        m.d.comb += good.eq(valid & (crc.crc == raw.crc) & (raw.kind.as_value() != 3))
+        m.d.comb += crc.data.eq(in_raw.as_value()[:body_width])
+        in_good = Signal()
+        m.d.comb += in_good.eq(in_valid & (crc.crc == in_raw.crc) & (in_raw.kind.as_value() != 3))
+        if p.registered_crc:
+            # The verdict and the flit move on together: everything below is the same logic
+            # one cycle later, as if the channel were one cycle longer.
+            valid = Signal()
+            raw = Signal(self.link_layout)
+            good = Signal()
+            m.d.sync += [valid.eq(in_valid), raw.eq(in_raw), good.eq(in_good)]
+        else:
+            valid, raw, good = in_valid, in_raw, in_good
 
         expected = Signal(s)
         nak_sent = Signal()

@@ -16,7 +16,9 @@ class LinkParams:
     ``rx_depth`` is each virtual channel's receive buffer in flits, which is also the number of
     credits the peer starts with; ``ack_timeout`` is how many cycles without ACK progress
     trigger a replay; ``credit_delay`` is how long returned credits may wait for a data flit
-    before a credit-only flit carries them.
+    before a credit-only flit carries them; with ``registered_crc`` the receiver checks a
+    flit's CRC one cycle and acts on it the next (one more cycle of latency, and the CRC
+    tree no longer lies on the same path as the sequence, buffer and NAK logic).
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -24,6 +26,7 @@ class LinkParams:
     rx_depth: int = 128
     ack_timeout: int = 256
     credit_delay: int = 8
+    registered_crc: bool = False
 
     def __post_init__(self) -> None:
         seq_space = 1 << self.fabric.seq_bits
@@ -41,6 +44,8 @@ class LinkParams:
             raise ValueError(f"ack_timeout must be at least 16 cycles, not {self.ack_timeout!r}")
         if not 1 <= self.credit_delay <= 255:
             raise ValueError(f"credit_delay must be 1..255, not {self.credit_delay!r}")
+        if not isinstance(self.registered_crc, bool):
+            raise ValueError(f"registered_crc must be True or False, not {self.registered_crc!r}")
 
     @property
     def link_bits(self) -> int:
