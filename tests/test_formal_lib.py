@@ -53,6 +53,13 @@ def test_formal_port_pair_depth3_proof() -> None:
     expect_pass("port_pair_d3", PortPairHarness(depth=3), mode="prove", depth=3)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_formal_port_pair_registered_proof(depth: int) -> None:
+    """The same with the registered receiver (the board's agents and link adapters)."""
+    harness = PortPairHarness(depth=depth, registered=True)
+    expect_pass(f"port_pair_registered_d{depth}", harness, mode="prove", depth=3)
+
+
 def test_formal_port_pair_cover() -> None:
     expect_pass("port_pair_cover", PortPairHarness(depth=2), mode="cover", depth=COVER_DEPTH)
 

@@ -1,6 +1,8 @@
 """Formal proofs of the link layer: replay buffer and transmitter → lossy channel → receiver
 (issue 7). See docs/verification.md; ``make formal`` runs every ``test_formal_*``."""
 
+from dataclasses import replace
+
 import pytest
 
 from unifab.hdl.link.replay import ReplayBuffer
@@ -60,6 +62,13 @@ def test_formal_replay_mutant_send_slips() -> None:
 
 def test_formal_link_bmc() -> None:
     expect_pass("link", LinkHarness(), mode="bmc", depth=LINK_DEPTH)
+
+
+def test_formal_link_registered_crc_bmc() -> None:
+    """The same properties with the receiver's CRC verdict registered (the board's links)."""
+    harness = LinkHarness()
+    harness.params = replace(harness.params, registered_crc=True)
+    expect_pass("link_registered_crc", harness, mode="bmc", depth=LINK_DEPTH)
 
 
 def test_formal_link_cover() -> None:

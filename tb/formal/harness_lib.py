@@ -113,7 +113,8 @@ class PortPairHarness(Elaboratable):
     Proved per VC: ``sender credits + flit on the wire + receiver FIFO level == depth``
     (credits never negative, never above the receiver's buffer), the receiver never flags an
     overflow, and every receive stream keeps the valid/ready contract (the send streams are
-    assumed to).
+    assumed to). With ``registered``, the receiver is the registered variant (its level counts
+    the flit in its output register).
     """
 
     def __init__(
@@ -121,15 +122,16 @@ class PortPairHarness(Elaboratable):
         fabric: FabricParams | None = None,
         depth: int = 2,
         send_cls: type = StreamsToFabric,
+        registered: bool = False,
     ):
         self.fabric = fabric or FabricParams()
-        self.depth, self.send_cls = depth, send_cls
+        self.depth, self.send_cls, self.registered = depth, send_cls, registered
 
     def elaborate(self, platform):
         m = Module()
         f, d = self.fabric, self.depth
         tx = self.send_cls(f, credits=d)
-        rx = FabricToStreams(f, depth=d)
+        rx = FabricToStreams(f, depth=d, registered=self.registered)
         tx_mod, tx_sig = deep_peek(tx)
         rx_mod, rx_sig = deep_peek(rx)
         m.submodules.tx, m.submodules.rx = tx_mod, rx_mod
@@ -151,12 +153,15 @@ class PortPairHarness(Elaboratable):
                 Assert(credits <= d, f"VC {v}: credits never above the receiver's buffer"),
                 Cover((credits == 0) & (level == d)),
             ]
-            # Receiver FIFO bookkeeping (closes the induction).
+            # Receiver FIFO bookkeeping (closes the induction). The registered variant's RAM
+            # part (depth d, one spare) holds the flits not yet in its output register.
             produce, consume = rx_sig[f"vc{v}.produce"], rx_sig[f"vc{v}.consume"]
+            in_ram = rx_sig[f"vc{v}.inner_level"] if self.registered else level
             m.d.comb += [
                 Assert(level <= d),
+                Assert(in_ram <= d),
                 Assert((produce < d) & (consume < d)),
-                Assert(produce == _mod(consume + level, d), f"VC {v}: FIFO pointers agree"),
+                Assert(produce == _mod(consume + in_ram, d), f"VC {v}: FIFO pointers agree"),
             ]
         m.d.comb += [
             Assert(~rx.overflow, "receiver never overflows"),
