@@ -844,12 +844,13 @@ def test_fabric_to_streams_credit_violation(depth: int, registered: bool) -> Non
 
 
 def test_fabric_to_streams_latency() -> None:
-    """A flit arriving at cycle 0 is on its stream at cycle 1 (RAM read), or 2 registered."""
+    """A flit arriving at cycle 0 is on its stream at cycle 1 (RAM read), or 2 registered;
+    its credit goes back in the cycle it is taken, or the cycle after registered."""
     fabric = FabricParams()
     for registered, latency in ((False, 1), (True, 2)):
         rx = FabricToStreams(fabric, depth=2, registered=registered)
 
-        async def bench(ctx, rx=rx, latency=latency):
+        async def bench(ctx, rx=rx, latency=latency, registered=registered):
             ctx.set(rx.port.valid, 1)
             ctx.set(rx.port.vc, 0)
             ctx.set(Value.cast(rx.port.flit), flit_raw(True, True, 0x55))
@@ -857,7 +858,15 @@ def test_fabric_to_streams_latency() -> None:
             ctx.set(rx.port.valid, 0)
             for cycle in range(1, 4):
                 assert ctx.get(rx.streams[0].valid) == (cycle >= latency), f"cycle {cycle}"
+                assert not ctx.get(rx.port.credit), f"cycle {cycle}: no credit before a pop"
                 await ctx.tick()
+            ctx.set(rx.streams[0].ready, 1)  # taken now
+            assert ctx.get(rx.port.credit) == (0 if registered else 1)
+            await ctx.tick()
+            ctx.set(rx.streams[0].ready, 0)
+            assert ctx.get(rx.port.credit) == (1 if registered else 0)
+            await ctx.tick()
+            assert not ctx.get(rx.port.credit), "one credit per flit"
 
         simulate(rx, bench, name=f"rx_latency_{int(registered)}")
 

@@ -59,8 +59,10 @@ class FabricToStreams(wiring.Component):
     With ``registered``, each stream's payload comes from a flop (a read register after the
     distributed RAM) instead of straight out of the RAM, so the logic behind the adapter
     starts its paths from a register; a flit then reaches its stream one cycle later (two
-    cycles after it arrives instead of one). For board builds, where the receive RAM's read
-    was the start of the agents' longest paths.
+    cycles after it arrives instead of one). The credits are returned from a register too
+    (one cycle after the flit leaves), so no path runs from the consumer's ``ready`` logic
+    to the sender. For board builds, where the receive RAM's read was the start of the
+    agents' longest paths.
 
     Ports
     -----
@@ -112,8 +114,12 @@ class FabricToStreams(wiring.Component):
                 self.streams[v].valid.eq(fifo.r_rdy),
                 self.streams[v].payload.eq(fifo.r_data),
                 fifo.r_en.eq(self.streams[v].ready),
-                self.port.credit[v].eq(fifo.r_rdy & self.streams[v].ready),
             ]
+            popped = fifo.r_rdy & self.streams[v].ready
+            if self.registered:
+                m.d.sync += self.port.credit[v].eq(popped)
+            else:
+                m.d.comb += self.port.credit[v].eq(popped)
             with m.If(arrive & ~room):
                 m.d.sync += self.overflow.eq(1)
         if f.vcs < 1 << len(self.port.vc):
