@@ -25,11 +25,10 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from unifab.flit import flit_layout
-from unifab.params import LINK_PRESETS
 
 from .baseline import Crossbar
 from .boards import BOARDS, Board, board
-from .selftest import SelfTestParams, SelfTestSystem, system_preset
+from .selftest import BOARD_LINK, SelfTestParams, SelfTestSystem, system_preset
 from .top import BoardTop
 
 __all__ = ["BlockArea", "build", "main", "platform_for", "selftest_params", "synth_area", "top_for"]
@@ -58,7 +57,7 @@ def selftest_params(b: Board, preset: str, *, iterations: int | None = None) -> 
     return SelfTestParams(
         system=system_preset(preset),
         iterations=iterations or b.iterations,
-        link=LINK_PRESETS["small"] if b.link else None,
+        link=BOARD_LINK if b.link else None,
     )
 
 

@@ -85,12 +85,19 @@ BOARD_REGISTERED_GRANT = True
 #: The board switch queues an arriving flit the cycle after its route compute
 #: (``SwitchParams.registered_route``): one more cycle per switch.
 BOARD_REGISTERED_ROUTE = True
+#: The board's endpoints and homes read their fabric input through a register
+#: (``SystemParams.agent_registered_rx``): the receive RAM's read no longer starts their
+#: longest paths; one more cycle per agent.
+BOARD_REGISTERED_AGENT_RX = True
+#: The board's link layers: the ``small`` preset, the receiver checking the CRC a cycle
+#: before acting on the flit (``LinkParams.registered_crc``).
+BOARD_LINK = replace(LINK_PRESETS["small"], registered_crc=True)
 
 
 def system_preset(name: str) -> SystemParams:
     """A preset of ``SYSTEM_PRESETS`` or :data:`FPGA_PRESETS`, as the board tops build it
     (:data:`BOARD_ISLIP_ITERATIONS`, :data:`BOARD_REGISTERED_GRANT`,
-    :data:`BOARD_REGISTERED_ROUTE`)."""
+    :data:`BOARD_REGISTERED_ROUTE`, :data:`BOARD_REGISTERED_AGENT_RX`)."""
     presets = SYSTEM_PRESETS | FPGA_PRESETS
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(presets)}")
@@ -99,6 +106,7 @@ def system_preset(name: str) -> SystemParams:
         switch_islip_iterations=BOARD_ISLIP_ITERATIONS,
         switch_registered_grant=BOARD_REGISTERED_GRANT,
         switch_registered_route=BOARD_REGISTERED_ROUTE,
+        agent_registered_rx=BOARD_REGISTERED_AGENT_RX,
     )
 
 
@@ -131,7 +139,7 @@ class SelfTestParams:
     private_lines: int = 32
     shared_lines: int = 4
     lag: int = 20
-    link: LinkParams | None = LINK_PRESETS["small"]
+    link: LinkParams | None = BOARD_LINK
     watchdog: int = 1 << 14
 
     def __post_init__(self) -> None:
@@ -411,7 +419,8 @@ class LoopbackLink(wiring.Component):
 
     ``near`` faces an agent (it receives the agent's flits and sends it the switch's), ``far``
     faces the switch. Each side's fabric port is adapted to the link layer's streams with the
-    buffer depths and credits of the direct connection it replaces.
+    buffer depths and credits of the direct connection it replaces; ``registered_rx`` as
+    the agents' (:class:`~unifab.hdl.lib.port.FabricToStreams`).
 
     Ports
     -----
@@ -431,9 +440,10 @@ class LoopbackLink(wiring.Component):
         agent_credits: int,
         switch_depth: int,
         switch_credits: int,
+        registered_rx: bool = False,
     ):
-
         self.link = link
+        self.registered_rx = registered_rx
         self.depths = dict(
             agent_depth=agent_depth,
             agent_credits=agent_credits,
@@ -458,9 +468,14 @@ class LoopbackLink(wiring.Component):
         f, d = self.link.fabric, self.depths
         m.submodules.link_near = near = LinkLayer(self.link)
         m.submodules.link_far = far = LinkLayer(self.link)
-        m.submodules.from_agent = from_agent = FabricToStreams(f, depth=d["agent_depth"])
+        reg = self.registered_rx
+        m.submodules.from_agent = from_agent = FabricToStreams(
+            f, depth=d["agent_depth"], registered=reg
+        )
         m.submodules.to_agent = to_agent = StreamsToFabric(f, credits=d["agent_credits"])
-        m.submodules.from_switch = from_switch = FabricToStreams(f, depth=d["switch_depth"])
+        m.submodules.from_switch = from_switch = FabricToStreams(
+            f, depth=d["switch_depth"], registered=reg
+        )
         m.submodules.to_switch = to_switch = StreamsToFabric(f, credits=d["switch_credits"])
         wiring.connect(m, wiring.flipped(self.agent_in), from_agent.port)
         wiring.connect(m, to_agent.port, wiring.flipped(self.agent_out))
@@ -523,6 +538,7 @@ class SelfTestSystem(wiring.Component):
                 agent_credits=sp.agent_rx_depth,  # the endpoint's rx_depth
                 switch_depth=sp.agent_rx_depth,  # the switch's downstream_depth
                 switch_credits=sp.switch_buffer_depth,  # the switch's input buffer
+                registered_rx=sp.agent_registered_rx,
             )
         members: dict = {
             f"ep{i}_axi": ep.signature.members["axi"] for i, ep in enumerate(self.endpoints)

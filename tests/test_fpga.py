@@ -9,12 +9,12 @@ from amaranth.sim import Simulator
 from fpga.axi_ram import AxiRam
 from fpga.boards import BOARDS, ecp5_pll_params
 from fpga.build import platform_for, top_for
-from fpga.selftest import STEPS, SelfTestCore, SelfTestParams, system_preset
+from fpga.selftest import BOARD_LINK, STEPS, SelfTestCore, SelfTestParams, system_preset
 from fpga.top import BoardTop
-from unifab.coherence.params import SYSTEM_PRESETS
-from unifab.params import LINK_PRESETS
 
-SMALL = SYSTEM_PRESETS["small"]
+# The system as the board builds it (its switch, agent and link options): what goes on the
+# board is what these tests run.
+SMALL = system_preset("small")
 
 
 def quick(**kw) -> SelfTestParams:
@@ -70,7 +70,8 @@ def test_pll_dividers():
 
 
 def test_selftest_passes_with_link():
-    p = quick(link=LINK_PRESETS["small"])
+    p = quick(link=BOARD_LINK)
+    assert p.link.registered_crc and p.system.agent_registered_rx, "the board's options"
     r = run_core(SelfTestCore(p))
     assert r["done"] and r["passed"], r
     assert r["errors"] == 0 and not r["timeout"] and r["link_up"] and r["crc_errors"] == 0
