@@ -61,11 +61,12 @@ def small_home_params(*, ways: int = 2, entries: int = 2, lines: int = 4) -> Hom
 
 
 class FreeRx(wiring.Component):
-    """Stands in for ``FabricToStreams``: the harness drives ``streams`` directly."""
+    """Stands in for ``FabricToStreams``: the harness drives ``streams`` directly (so
+    whether the real adapter would be ``registered`` makes no difference)."""
 
     made: list = []
 
-    def __init__(self, fabric: FabricParams, *, depth: int):
+    def __init__(self, fabric: FabricParams, *, depth: int, registered: bool = False):
         super().__init__(
             {
                 "port": In(FabricLink(fabric)),
