@@ -1,8 +1,11 @@
 """The endpoint cache's arrays: tag/state per way and the line data, in ``Memory``.
 
-Reads are asynchronous (combinational read ports, LUT-RAM style) so the endpoint's controller
-can look up a set and act on it in the same cycle; there is one write port per array, all
-driven by the controller. Line ``(set, way)`` occupies data words
+The controller looks up a set and acts on it in the same cycle. The tag lookup is given the
+set one cycle ahead (the value the controller's lookup address register is about to take) and
+reads the RAM into a register, with the previous cycle's tag write forwarded: the same entries
+a combinational read at the registered address would give, but the controller's decisions
+start from a flop instead of from the distributed RAM's read. The data array is read
+combinationally. There is one write port per array, all driven by the controller. Line ``(set, way)`` occupies data words
 ``(way * sets + set) * beats ... + beats - 1`` (one word per fabric data beat).
 
 The way is the data address's most significant part on purpose: the RAM is built from
@@ -64,8 +67,10 @@ class CacheArrays(wiring.Component):
     Ports
     -----
     lookup_set : In(set_bits)
-        Set to read; ``lookup`` is its entries, one per way (combinational).
+        Set to look up in the next cycle.
     lookup : Out(ArrayLayout(tag_layout, ways))
+        The entries of the set given in the previous cycle, one per way, as they are now
+        (a tag write of the previous cycle included): from registers.
     tag_we, tag_set, tag_way, tag_data : In(1), In(set_bits), In(way_bits), In(tag_layout)
         Write one way's tag and state.
     data_raddr, data_rdata : In(range(words)), Out(data_width)
@@ -98,17 +103,32 @@ class CacheArrays(wiring.Component):
         m = Module()
         g = self.geom
         w = g.fabric.data_width
+        # The set being looked up, and the last cycle's tag write (forwarded: the read port
+        # returns the entry as it was before that write).
+        looked_up = Signal.like(self.lookup_set)
+        last_we = Signal(g.ways)
+        last_set = Signal.like(self.tag_set)
+        last_data = Signal(self._tag)
+        m.d.sync += [
+            looked_up.eq(self.lookup_set),
+            last_set.eq(self.tag_set),
+            last_data.eq(self.tag_data),
+        ]
         for way in range(g.ways):
             mem = memory.Memory(shape=self._tag, depth=g.sets, init=[])
             m.submodules[f"tags{way}"] = mem
-            rd = mem.read_port(domain="comb")
+            rd = mem.read_port(domain="sync")  # not transparent: the forwarding below is
             wr = mem.write_port()
+            we = self.tag_we & (self.tag_way == way)
+            m.d.sync += last_we[way].eq(we)
             m.d.comb += [
                 rd.addr.eq(self.lookup_set),
-                self.lookup[way].eq(rd.data),
+                self.lookup[way].eq(
+                    Mux(last_we[way] & (last_set == looked_up), last_data, rd.data)
+                ),
                 wr.addr.eq(self.tag_set),
                 wr.data.eq(self.tag_data),
-                wr.en.eq(self.tag_we & (self.tag_way == way)),
+                wr.en.eq(we),
             ]
         m.submodules.data = mem = memory.Memory(shape=unsigned(w), depth=g.words, init=[])
         rd = mem.read_port(domain="comb")

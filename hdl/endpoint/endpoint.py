@@ -220,6 +220,10 @@ class Endpoint(wiring.Component):
 
         # -- lookup at lk_addr --------------------------------------------------------------
         lk_addr = Signal(ADDR_BITS)
+        # What lk_addr holds next cycle: the tag arrays look that set up a cycle ahead.
+        lk_next = Signal(ADDR_BITS)
+        m.d.comb += lk_next.eq(lk_addr)
+        m.d.sync += lk_addr.eq(lk_next)
         lset = Signal(max(1, g.set_bits))
         ltag = Signal(g.tag_bits)
         lline = Signal(ADDR_BITS - 6)
@@ -227,7 +231,7 @@ class Endpoint(wiring.Component):
             lset.eq(g.set_of(lk_addr)),
             ltag.eq(g.tag_of(lk_addr)),
             lline.eq(lk_addr[6:]),
-            arrays.lookup_set.eq(lset),
+            arrays.lookup_set.eq(g.set_of(lk_next)),
         ]
         hit_bits = [
             (arrays.lookup[way].state != CacheState.I) & (arrays.lookup[way].tag == ltag)
@@ -439,7 +443,8 @@ class Endpoint(wiring.Component):
                     m.d.comb += snp_in.ready.eq(1)
                     h = Signal(Header)
                     m.d.comb += h.eq(snp_in.payload.payload[:128])
-                    m.d.sync += [hdr.eq(h), lk_addr.eq(h.addr)]
+                    m.d.sync += hdr.eq(h)
+                    m.d.comb += lk_next.eq(h.addr)
                     with m.If(snp_in.payload.head):
                         m.next = "SNP"
                 with m.Elif(rsp_in.valid):
@@ -453,12 +458,12 @@ class Endpoint(wiring.Component):
                     with m.If(dat_in.payload.head & ~dat_in.payload.tail):
                         m.next = "DAT"
                 with m.Elif(op_held):
-                    m.d.sync += lk_addr.eq(op.addr)
+                    m.d.comb += lk_next.eq(op.addr)
                     m.next = "OP"
                 with m.Elif(front.ops.valid & rq.w_rdy):
                     m.d.comb += front.ops.ready.eq(1)
                     m.d.sync += [op.eq(front.ops.payload), op_held.eq(1)]
-                    m.d.sync += lk_addr.eq(front.ops.payload.addr)
+                    m.d.comb += lk_next.eq(front.ops.payload.addr)
                     m.next = "OP"
 
             # ---- snoops ------------------------------------------------------------------
