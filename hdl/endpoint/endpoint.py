@@ -394,6 +394,20 @@ class Endpoint(wiring.Component):
             ]
             m.d.sync += op_held.eq(0)
 
+        # A free MSHR's wide fields follow the held operation every cycle, so the one
+        # allocated holds them already: only its control bits wait for the controller's
+        # decision (a long path), not a few hundred flops' enables. Nothing reads a free
+        # MSHR's fields.
+        for i in range(n):
+            with m.If(~mshr[i].busy):
+                m.d.sync += [
+                    mshr[i].addr.eq(op.addr),
+                    mshr[i].data.eq(op.data),
+                    mshr[i].strb.eq(op.strb),
+                    mshr[i].rdata.eq(0),
+                    mshr[i].buser.eq(0),
+                ]
+
         def allocate(opcode: Value, *, cached=0, store=0, way=0, size=0) -> None:
             mshr_set(
                 free_mshr,
@@ -404,14 +418,9 @@ class Endpoint(wiring.Component):
                 opcode=opcode,
                 cached=cached,
                 store=store,
-                addr=op.addr,
                 way=way,
                 size=size,
-                data=op.data,
-                strb=op.strb,
                 resp=AxiResp.OKAY,
-                rdata=0,
-                buser=0,
             )
             push(wait=1, idx=free_mshr)
 
