@@ -763,7 +763,7 @@ def test_stream_adapters(vcs: int, depth: int, registered: bool) -> None:
         [(f"tx_ready{v}", dut.tx.streams[v].ready) for v in range(vcs)]
         + [(f"rx_valid{v}", dut.rx.streams[v].valid) for v in range(vcs)]
         + [(f"rx_payload{v}", dut.rx.streams[v].payload) for v in range(vcs)]
-        + [("overflow", dut.rx.overflow)]
+        + [("overflow", dut.rx.overflow), ("can_send", dut.tx.can_send)]
     )
     to_send = [deque(rng.getrandbits(fw) for _ in range(60)) for _ in range(vcs)]
     sent: list[list[int]] = [[] for _ in range(vcs)]
@@ -785,7 +785,13 @@ def test_stream_adapters(vcs: int, depth: int, registered: bool) -> None:
             ctx.set(drive.value, drive.pack(values))
             got = sense.unpack(ctx.get(sense.value))
             assert not got["overflow"], f"cycle {cycle}: overflow"
+            offering = [v for v in range(vcs) if values[f"valid{v}"]]
             for v in range(vcs):
+                can_send = bool(got["can_send"] >> v & 1)
+                # Taken only with a credit; offered alone, taken exactly when one is held.
+                assert can_send or not got[f"tx_ready{v}"], f"cycle {cycle}: VC {v}"
+                if offering == [v]:
+                    assert bool(got[f"tx_ready{v}"]) == can_send, f"cycle {cycle}: VC {v} alone"
                 if offered[v] is not None and got[f"tx_ready{v}"]:
                     sent[v].append(offered[v])
                     offered[v] = None

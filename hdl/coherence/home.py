@@ -512,8 +512,10 @@ class HomeAgent(wiring.Component):
                 s.payload.tail.eq(out_tail),
                 s.payload.payload.eq(out_payload),
             ]
+            # One VC at a time: a held credit is as good as the adapter's ready (which
+            # would go through its arbiter).
             with m.If(out_vc == v):
-                m.d.comb += out_ready.eq(s.ready)
+                m.d.comb += out_ready.eq(tx.can_send[v])
 
         target = Signal(range(ms))  # lowest node still to snoop
         for i in reversed(range(ms)):

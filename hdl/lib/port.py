@@ -142,6 +142,10 @@ class StreamsToFabric(wiring.Component):
         Flits to send, one stream per VC.
     port : Out(FabricLink)
         The fabric port.
+    can_send : Out(vcs)
+        A credit is held for that VC (from registers): a flit offered on that VC while no
+        other VC offers one is taken this cycle. A sender that offers one VC at a time can
+        use it as that stream's ``ready`` without the path through the arbiter.
     """
 
     def __init__(self, fabric: FabricParams, *, credits: int):
@@ -152,6 +156,7 @@ class StreamsToFabric(wiring.Component):
             {
                 "streams": In(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
                 "port": Out(FabricLink(fabric)),
+                "can_send": Out(fabric.vcs),
             }
         )
 
@@ -163,9 +168,10 @@ class StreamsToFabric(wiring.Component):
             Signal(range(self.credits + 1), init=self.credits, name=f"credits{v}")
             for v in range(f.vcs)
         ]
-        m.d.comb += arbiter.requests.eq(
-            Cat(self.streams[v].valid & (count[v] != 0) for v in range(f.vcs))
-        )
+        m.d.comb += [
+            self.can_send.eq(Cat(count[v] != 0 for v in range(f.vcs))),
+            arbiter.requests.eq(Cat(self.streams[v].valid for v in range(f.vcs)) & self.can_send),
+        ]
         chosen = Signal(flit_layout(f))
         for v in range(f.vcs):
             with m.If(arbiter.grant == v):

@@ -81,7 +81,8 @@ class FreeRx(wiring.Component):
 
 
 class FreeTx(wiring.Component):
-    """Stands in for ``StreamsToFabric``: the harness drives each stream's ``ready``."""
+    """Stands in for ``StreamsToFabric``: the harness drives each stream's ``ready``;
+    ``can_send`` follows it (the real adapter's ``ready`` of a VC offered alone)."""
 
     made: list = []
 
@@ -90,12 +91,15 @@ class FreeTx(wiring.Component):
             {
                 "streams": In(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
                 "port": Out(FabricLink(fabric)),
+                "can_send": Out(fabric.vcs),
             }
         )
         FreeTx.made.append(self)
 
     def elaborate(self, platform):
-        return Module()
+        m = Module()
+        m.d.comb += self.can_send.eq(Cat(s.ready for s in self.streams))
+        return m
 
 
 @contextmanager
