@@ -5,8 +5,9 @@ set one cycle ahead (the value the controller's lookup address register is about
 reads the RAM into a register, with the previous cycle's tag write forwarded: the same entries
 a combinational read at the registered address would give, but the controller's decisions
 start from a flop instead of from the distributed RAM's read. The data array is read
-combinationally. There is one write port per array, all driven by the controller. Line ``(set, way)`` occupies data words
-``(way * sets + set) * beats ... + beats - 1`` (one word per fabric data beat).
+combinationally. There is one write port per array, all driven by the controller. Line
+``(set, way)`` occupies data words ``(way * sets + set) * beats ... + beats - 1`` (one word
+per fabric data beat).
 
 The way is the data address's most significant part on purpose: the RAM is built from
 16-word distributed-RAM blocks, and the word's low bits (beat, set) address them while the
