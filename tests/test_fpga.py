@@ -177,6 +177,24 @@ def test_block_fmax_places_a_block_out_of_context(tmp_path):
     assert path is not None and path["delay_ns"] > 0 and path["cells"] >= 2, path
 
 
+def test_ulx3s_top_synthesizes(tmp_path):
+    """The whole ULX3S top through Yosys, as ``make fpga`` runs it, without place and route
+    (about 3 minutes on one core). A synthesis-tool failure on the real design shows up here
+    and not only in a full build: Yosys 0.70's abc9 failed an internal assertion on it, and
+    changing the RTL made it come and go (docs/fpga.md)."""
+    import json
+    from collections import Counter
+
+    from fpga.build import synthesize
+
+    synthesize(BOARDS["ulx3s"], "small", out=tmp_path)
+    netlist = json.loads((tmp_path / "top.json").read_text())
+    kinds = Counter(c["type"] for c in netlist["modules"]["top"]["cells"].values())
+    # The small super node: tens of thousands of LUTs, thousands of flops, the homes' RAM.
+    assert kinds["LUT4"] > 20_000 and kinds["TRELLIS_FF"] > 5_000, kinds
+    assert kinds["DP16KD"] == 4 and kinds["EHXPLLL"] == 1, kinds
+
+
 def test_report_table_and_summary_line():
     """The printed table and the last-line JSON carry the per-block area and fmax."""
     import json
