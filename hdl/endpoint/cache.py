@@ -104,29 +104,23 @@ class CacheArrays(wiring.Component):
         m = Module()
         g = self.geom
         w = g.fabric.data_width
-        # The set being looked up, and the last cycle's tag write (forwarded: the read port
-        # returns the entry as it was before that write).
-        looked_up = Signal.like(self.lookup_set)
-        last_we = Signal(g.ways)
-        last_set = Signal.like(self.tag_set)
+        # The last cycle's tag write, forwarded when it went to the set being looked up (the
+        # read port returns the entry as it was before that write). Whether to forward is
+        # decided a cycle ahead, so the lookup is one multiplexer after its flops.
+        forward = Signal(g.ways)
         last_data = Signal(self._tag)
-        m.d.sync += [
-            looked_up.eq(self.lookup_set),
-            last_set.eq(self.tag_set),
-            last_data.eq(self.tag_data),
-        ]
+        m.d.sync += last_data.eq(self.tag_data)
+        same_set = self.tag_set == self.lookup_set
         for way in range(g.ways):
             mem = memory.Memory(shape=self._tag, depth=g.sets, init=[])
             m.submodules[f"tags{way}"] = mem
             rd = mem.read_port(domain="sync")  # not transparent: the forwarding below is
             wr = mem.write_port()
             we = self.tag_we & (self.tag_way == way)
-            m.d.sync += last_we[way].eq(we)
+            m.d.sync += forward[way].eq(we & same_set)
             m.d.comb += [
                 rd.addr.eq(self.lookup_set),
-                self.lookup[way].eq(
-                    Mux(last_we[way] & (last_set == looked_up), last_data, rd.data)
-                ),
+                self.lookup[way].eq(Mux(forward[way], last_data, rd.data)),
                 wr.addr.eq(self.tag_set),
                 wr.data.eq(self.tag_data),
                 wr.en.eq(we),
