@@ -153,7 +153,9 @@ def synth_area(
     elaboratable, *, name: str, workdir: Path, widelut: bool, netlist: bool = False
 ) -> BlockArea:
     """``synth_ecp5`` of ``elaboratable`` on its own (flattened, every port kept); with
-    ``netlist``, also writes ``<name>-<tag>.json`` for :func:`block_fmax`."""
+    ``netlist``, also writes ``<name>-<tag>.json`` for :func:`block_fmax`. The block's
+    ``<name>.il`` is written once and reused (an elaboratable is converted once): give a
+    fresh ``workdir``, as :func:`area_report` does."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = "widelut" if widelut else "nowidelut"
     il = workdir / f"{name}.il"
@@ -353,6 +355,8 @@ def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict
     its adapters, home 0's block RAM); the crossbars are :class:`~fpga.baseline.Crossbar`
     at the switch's port count and flit width, and at the issue's 8 x 64 bits.
     """
+    # A previous run's block files would be reused by synth_area: start from nothing.
+    shutil.rmtree(out / "area", ignore_errors=True)
     params = selftest_params(b, preset)
     sp = params.system
     system = SelfTestSystem(params)

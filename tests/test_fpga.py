@@ -195,6 +195,26 @@ def test_ulx3s_top_synthesizes(tmp_path):
     assert kinds["DP16KD"] == 4 and kinds["EHXPLLL"] == 1, kinds
 
 
+def test_area_report_starts_from_a_fresh_directory(tmp_path, monkeypatch):
+    """A previous run's block netlists in ``area/`` are not reused: every block is converted
+    from the current RTL (a stale ``switch.il`` once made a build report an old switch)."""
+    import fpga.build as fb
+
+    stale = tmp_path / "area" / "switch.il"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("stale")
+    seen: dict[str, bool] = {}
+
+    def fake_synth_area(block, *, name, workdir, widelut, netlist=False):
+        seen.setdefault(name, (workdir / f"{name}.il").exists())
+        return fb.BlockArea(luts=100, carry=0, widemux=0, dpram=0, ffs=10, brams=0)
+
+    monkeypatch.setattr(fb, "synth_area", fake_synth_area)
+    fb.area_report(BOARDS["ulx3s"], "small", out=tmp_path)
+    assert not stale.exists()
+    assert seen and not any(seen.values()), seen
+
+
 def test_report_table_and_summary_line():
     """The printed table and the last-line JSON carry the per-block area and fmax."""
     import json
