@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from unifab.flit import FabricParams, flit_layout
 from unifab.hdl.lib.arbiter import RoundRobin
+from unifab.params import check_flag
 
 __all__ = ["FabricLink", "FabricToStreams", "StreamsToFabric"]
 
@@ -79,8 +80,7 @@ class FabricToStreams(wiring.Component):
     def __init__(self, fabric: FabricParams, *, depth: int, registered: bool = False):
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth!r}")
-        if not isinstance(registered, bool):
-            raise ValueError(f"registered must be True or False, not {registered!r}")
+        check_flag("registered", registered)
         self.fabric, self.depth, self.registered = fabric, depth, registered
         super().__init__(
             {

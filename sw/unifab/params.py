@@ -4,7 +4,13 @@ from dataclasses import dataclass, field
 
 from unifab.flit import FabricParams, link_flit_layout
 
-__all__ = ["LINK_PRESETS", "LinkParams"]
+__all__ = ["LINK_PRESETS", "LinkParams", "check_flag"]
+
+
+def check_flag(name: str, value: object) -> None:
+    """Refuses a parameter that must be a ``bool`` (``1``, ``"yes"`` or ``None`` are errors)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +50,7 @@ class LinkParams:
             raise ValueError(f"ack_timeout must be at least 16 cycles, not {self.ack_timeout!r}")
         if not 1 <= self.credit_delay <= 255:
             raise ValueError(f"credit_delay must be 1..255, not {self.credit_delay!r}")
-        if not isinstance(self.registered_crc, bool):
-            raise ValueError(f"registered_crc must be True or False, not {self.registered_crc!r}")
+        check_flag("registered_crc", self.registered_crc)
 
     @property
     def link_bits(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from unifab.flit import ADDR_BITS, NODE_BITS, FabricParams, Opcode
+from unifab.params import check_flag
 
 __all__ = [
     "ALLOCATORS",
@@ -79,8 +80,7 @@ class SwitchParams:
         if not 1 <= self.rules <= 64:
             raise ValueError(f"rules must be 1..64, not {self.rules!r}")
         for name in ("registered_grant", "registered_route"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+            check_flag(name, getattr(self, name))
 
     @property
     def vcs(self) -> int:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from unifab.flit import ADDR_BITS, LINE_BYTES, NODE_BITS, FabricParams
+from unifab.params import check_flag
 from unifab.switch_config import SwitchParams
 
 __all__ = [
@@ -22,11 +23,6 @@ def _pow2(value: int) -> bool:
 def _check_node(what: str, node: object) -> None:
     if not isinstance(node, int) or not 0 <= node < 1 << NODE_BITS:
         raise ValueError(f"{what} must be a {NODE_BITS}-bit node ID, not {node!r}")
-
-
-def _check_bool(what: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{what} must be True or False, not {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +81,7 @@ class HomeParams:
 
     def __post_init__(self) -> None:
         _check_node("node_id", self.node_id)
-        _check_bool("registered_rx", self.registered_rx)
+        check_flag("registered_rx", self.registered_rx)
         if not isinstance(self.window, AddressWindow):
             raise TypeError(f"window must be an AddressWindow, not {type(self.window).__name__}")
         if not _pow2(self.dir_sets):
@@ -148,7 +144,7 @@ class EndpointParams:
 
     def __post_init__(self) -> None:
         _check_node("node_id", self.node_id)
-        _check_bool("registered_rx", self.registered_rx)
+        check_flag("registered_rx", self.registered_rx)
         if self.cache is not None and not isinstance(self.cache, CacheParams):
             raise TypeError(f"cache must be CacheParams or None, not {type(self.cache).__name__}")
         if not isinstance(self.mshrs, int) or not 1 <= self.mshrs <= 16:
@@ -214,7 +210,7 @@ class SystemParams:
                 f"switch_islip_iterations must be 1..4, not {self.switch_islip_iterations!r}"
             )
         for name in ("switch_registered_grant", "switch_registered_route", "agent_registered_rx"):
-            _check_bool(name, getattr(self, name))
+            check_flag(name, getattr(self, name))
         AddressWindow(base=self.base, size=self.size)  # validates alignment
         if self.granularity not in (256, 512, 1024, 2048, 4096):
             raise ValueError(f"granularity must be 256..4096 bytes, not {self.granularity!r}")
