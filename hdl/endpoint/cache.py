@@ -5,7 +5,11 @@ set one cycle ahead (the value the controller's lookup address register is about
 reads the RAM into a register, with the previous cycle's tag write forwarded: the same entries
 a combinational read at the registered address would give, but the controller's decisions
 start from a flop instead of from the distributed RAM's read. The data array is read
-combinationally. There is one write port per array, all driven by the controller. Line
+combinationally; its writes are registered and reach the RAM a cycle after the controller
+gives them (the controller's decision ends at a register, not at the write address of a few
+hundred distributed-RAM blocks), with a read of that word in between given the written bytes
+(forwarded), so the array behaves as if written at once. There is one write port per array,
+all driven by the controller. Line
 ``(set, way)`` occupies data words ``(way * sets + set) * beats ... + beats - 1`` (one word
 per fabric data beat).
 
@@ -77,7 +81,8 @@ class CacheArrays(wiring.Component):
     data_raddr, data_rdata : In(range(words)), Out(data_width)
         Data read port (combinational).
     data_waddr, data_wdata, data_wstrb : In(range(words)), In(data_width), In(data_width/8)
-        Data write port, byte-granular (a byte is written when its strobe is set).
+        Data write port, byte-granular (a byte is written when its strobe is set); reads from
+        the next cycle on return the written bytes.
     """
 
     def __init__(self, geom: CacheGeometry):
@@ -128,11 +133,26 @@ class CacheArrays(wiring.Component):
         m.submodules.data = mem = memory.Memory(shape=unsigned(w), depth=g.words, init=[])
         rd = mem.read_port(domain="comb")
         wr = mem.write_port(granularity=8)
-        m.d.comb += [
-            rd.addr.eq(self.data_raddr),
-            self.data_rdata.eq(rd.data),
-            wr.addr.eq(self.data_waddr),
-            wr.data.eq(self.data_wdata),
-            wr.en.eq(self.data_wstrb),
+        # The write register: no enable (a cycle without a write registers a zero strobe).
+        pend_addr = Signal(range(g.words))
+        pend_data = Signal(w)
+        pend_strb = Signal(w // 8)
+        m.d.sync += [
+            pend_addr.eq(self.data_waddr),
+            pend_data.eq(self.data_wdata),
+            pend_strb.eq(self.data_wstrb),
         ]
+        same_word = Signal()
+        m.d.comb += [
+            same_word.eq(self.data_raddr == pend_addr),
+            rd.addr.eq(self.data_raddr),
+            wr.addr.eq(pend_addr),
+            wr.data.eq(pend_data),
+            wr.en.eq(pend_strb),
+        ]
+        for byte in range(w // 8):
+            bits = slice(8 * byte, 8 * byte + 8)
+            m.d.comb += self.data_rdata[bits].eq(
+                Mux(same_word & pend_strb[byte], pend_data[bits], rd.data[bits])
+            )
         return m

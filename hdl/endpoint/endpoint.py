@@ -226,11 +226,9 @@ class Endpoint(wiring.Component):
         m.d.sync += lk_addr.eq(lk_next)
         lset = Signal(max(1, g.set_bits))
         ltag = Signal(g.tag_bits)
-        lline = Signal(ADDR_BITS - 6)
         m.d.comb += [
             lset.eq(g.set_of(lk_addr)),
             ltag.eq(g.tag_of(lk_addr)),
-            lline.eq(lk_addr[6:]),
             arrays.lookup_set.eq(g.set_of(lk_next)),
         ]
         hit_bits = [
@@ -242,6 +240,21 @@ class Endpoint(wiring.Component):
         m.d.comb += hit_state.eq(
             Mux(hit, pick(m, arrays.lookup, hit_way, g.ways, "hit_entry").state, CacheState.I)
         )
+        # The address compares against the MSHRs and eviction slots are made a cycle ahead,
+        # from lk_next, into registers: the controller's decisions start from flops, not from
+        # lk_addr's fan-out into comparators. Exact where they are used: OP and SNP are only
+        # entered from IDLE, and IDLE writes no busy MSHR's or eviction slot's address (a busy
+        # MSHR keeps its address; eviction slots are written in OP), so the addresses compared
+        # in that IDLE cycle are the ones OP and SNP see.
+        mshr_line_match = Signal(n)
+        mshr_set_match = Signal(n)
+        ev_line_match = Signal(n)
+        for i in range(n):
+            m.d.sync += [
+                mshr_line_match[i].eq(mshr[i].addr[6:] == lk_next[6:]),
+                mshr_set_match[i].eq(g.set_of(mshr[i].addr) == g.set_of(lk_next)),
+                ev_line_match[i].eq(ev[i].addr[6:] == lk_next[6:]),
+            ]
         reserved = []
         for way in range(g.ways):
             r = Signal(name=f"reserved{way}")
@@ -250,7 +263,7 @@ class Endpoint(wiring.Component):
                     mshr[i].busy
                     & mshr[i].active
                     & mshr[i].cached
-                    & (g.set_of(mshr[i].addr) == lset)
+                    & mshr_set_match[i]
                     & (mshr[i].way == way)
                     for i in range(n)
                 ).any()
@@ -274,8 +287,8 @@ class Endpoint(wiring.Component):
         conflict = Signal()
         m.d.comb += conflict.eq(
             Cat(
-                *(mshr[i].busy & mshr[i].active & (mshr[i].addr[6:] == lline) for i in range(n)),
-                *(ev[i].busy & (ev[i].addr[6:] == lline) for i in range(n)),
+                *(mshr[i].busy & mshr[i].active & mshr_line_match[i] for i in range(n)),
+                *(ev[i].busy & ev_line_match[i] for i in range(n)),
             ).any()
         )
         # A non-cacheable access waits only for a line fill or an eviction of its line, not for
@@ -286,14 +299,14 @@ class Endpoint(wiring.Component):
         m.d.comb += nc_conflict.eq(
             Cat(
                 *(
-                    mshr[i].busy & mshr[i].active & mshr[i].cached & (mshr[i].addr[6:] == lline)
+                    mshr[i].busy & mshr[i].active & mshr[i].cached & mshr_line_match[i]
                     for i in range(n)
                 ),
-                *(ev[i].busy & (ev[i].addr[6:] == lline) for i in range(n)),
+                *(ev[i].busy & ev_line_match[i] for i in range(n)),
             ).any()
         )
         ev_hit, ev_hit_idx = _first(
-            m, [ev[i].busy & ev[i].snoop & (ev[i].addr[6:] == lline) for i in range(n)], "evhit"
+            m, [ev[i].busy & ev[i].snoop & ev_line_match[i] for i in range(n)], "evhit"
         )
         free_mshr_any, free_mshr = _first(m, [~mshr[i].busy for i in range(n)], "fm")
         free_ev_any, free_ev = _first(m, [~ev[i].busy for i in range(n)], "fe")
