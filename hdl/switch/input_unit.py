@@ -203,10 +203,20 @@ class InputUnit(wiring.Component):
         # (one shared pointer), so the grant only selects among ready choices.
         last_vc = Signal(range(max(vcs, 2)), init=vcs - 1)
         leave_vc = Signal(vcs)  # one-hot: the VC whose flit leaves this cycle
+        # The framing (head / tail bit) of each output's chosen flit is known before the grant
+        # too, so the grant selects it with an AND-OR instead of steering a queue read: the
+        # output units' VC ownership, at the end of the allocation loop, waits less.
+        pick_head = Signal(n_out)
+        pick_tail = Signal(n_out)
         for o in range(n_out):
             pick = round_robin_pick(m, cand[o], last_vc, vcs, name=f"vc_pick{o}")
             with m.If(self.grant[o] & cand[o].any()):
                 m.d.comb += leave_vc.eq(1 << pick)
+            if voq:
+                m.d.comb += [
+                    pick_head[o].eq(Array(q.head_is_head[o] for q in queues)[pick]),
+                    pick_tail[o].eq(Array(q.head_is_tail[o] for q in queues)[pick]),
+                ]
         departing = Signal()
         chosen_vc = Signal(f.vc_bits)
         m.d.comb += departing.eq(leave_vc.any())
@@ -226,14 +236,20 @@ class InputUnit(wiring.Component):
             m.d.comb += self.inp.credit[v].eq(leave_vc[v])
             if voq:
                 m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave_vc[v])]
-                head_bit, tail_bit = q.r_head, q.r_tail
                 front_flits.append(q.r_data)  # with registered_grant: a cycle later
             else:
                 m.d.comb += q.r_en.eq(leave_vc[v])
-                head_bit, tail_bit = heads[v].flit.head, heads[v].flit.tail
                 front_flits.append(heads[v].flit)
-            with m.If(leave_vc[v]):
-                m.d.comb += [self.alloc_head.eq(head_bit), self.alloc_tail.eq(tail_bit)]
+                with m.If(leave_vc[v]):
+                    m.d.comb += [
+                        self.alloc_head.eq(heads[v].flit.head),
+                        self.alloc_tail.eq(heads[v].flit.tail),
+                    ]
+        if voq:
+            m.d.comb += [
+                self.alloc_head.eq((self.grant & pick_head).any()),
+                self.alloc_tail.eq((self.grant & pick_tail).any()),
+            ]
 
         # The flit itself: the same cycle, or with registered_grant the next one.
         if p.registered_grant:

@@ -10,7 +10,7 @@ a response is never sent. Nothing is dropped silently.
 
 from amaranth import *
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import HEADER_BITS, ErrorCode, Header, MsgClass, Opcode, flit_layout
@@ -96,7 +96,17 @@ class Responder(wiring.Component):
         f = p.fabric
         ports = p.ports
         entry = data.StructLayout({"port": range(ports), "vc": f.vc_bits, "header": Header})
-        m.submodules.queue = queue = SyncFIFO(width=entry.size, depth=self.depth)
+        if p.registered_grant:
+            # The queued response comes from the FIFO's output register (a cycle later): its
+            # requests to the allocator start at a flop, not at the distributed RAM's read
+            # (they began the switch's longest path on the board). One spare entry: the RAM
+            # part never refuses a write while fewer than `depth` are held (see port.py).
+            queue = SyncFIFOBuffered(width=entry.size, depth=self.depth + 1)
+            level = queue.level
+        else:
+            queue = SyncFIFO(width=entry.size, depth=self.depth)
+            level = queue.w_level
+        m.submodules.queue = queue
 
         # The crossbar's flit is registered first: the node-table lookup and the queue write
         # then start a cycle instead of ending the allocation path (the switch's longest on an
@@ -115,7 +125,7 @@ class Responder(wiring.Component):
             granted_req = self.in_alloc_head & (self.in_alloc_vc[:2] == MsgClass.REQ.value)
             m.d.sync += crossing.eq(self.in_alloc_valid & granted_req)
         room = Signal()
-        m.d.comb += room.eq(queue.w_level + held + crossing < self.depth)
+        m.d.comb += room.eq(level + held + crossing < self.depth)
         request = Signal(Header)
         m.d.comb += request.eq(in_flit.payload[:HEADER_BITS])
         for v in range(f.vcs):

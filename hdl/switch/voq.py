@@ -25,16 +25,13 @@ class SharedVoq(wiring.Component):
         to queue ``w_queue``.
     nonempty : Out(outputs)
         Queue ``o`` holds a flit.
-    head_is_head : Out(outputs)
-        The flit at the front of queue ``o`` starts a message.
+    head_is_head, head_is_tail : Out(outputs), Out(outputs)
+        The flit at the front of queue ``o`` starts / ends a message.
     r_queue : In(range(outputs))
         Queue whose front flit ``r_data`` shows.
     r_data : Out(width)
         The front flit of queue ``r_queue`` (combinational); with ``registered_read``, the
         flit the previous cycle's ``r_en`` removed.
-    r_head, r_tail : Out(1), Out(1)
-        The front flit of queue ``r_queue`` starts / ends a message (combinational, from
-        per-slot bits, so a departure's framing is known without reading the buffer).
     r_en : In(1)
         Remove the front flit of queue ``r_queue`` (must be non-empty).
     overflow : Out(1)
@@ -62,10 +59,9 @@ class SharedVoq(wiring.Component):
                 "w_tail": In(1),
                 "nonempty": Out(outputs),
                 "head_is_head": Out(outputs),
+                "head_is_tail": Out(outputs),
                 "r_queue": In(range(outputs)),
                 "r_data": Out(width),
-                "r_head": Out(1),
-                "r_tail": Out(1),
                 "r_en": In(1),
                 "overflow": Out(1),
             }
@@ -103,8 +99,6 @@ class SharedVoq(wiring.Component):
             front.eq(head_of[self.r_queue]),
             self.r_data.eq(data_r.data),
             link_r.addr.eq(front),
-            self.r_head.eq(is_head.bit_select(front, 1)),
-            self.r_tail.eq(is_tail.bit_select(front, 1)),
         ]
         if self.registered_read:
             departed = Signal(slot)
@@ -117,6 +111,7 @@ class SharedVoq(wiring.Component):
             m.d.comb += [
                 self.nonempty[o].eq(count[o] != 0),
                 self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
+                self.head_is_tail[o].eq(is_tail.bit_select(head[o], 1)),
             ]
 
         enq = Signal()
