@@ -592,10 +592,16 @@ class HomeAgent(wiring.Component):
             for size in range(4):
                 with m.Case(size):
                     m.d.comb += atomic_bytes.eq((1 << (1 << size)) - 1)
+        # The new value is registered before it is written: the ALU's adders and compares
+        # then end at a flop instead of at the memory's write data. The write of an atomic
+        # starts in WRITE_ADDR, after the read, so the ALU's inputs (the old value, taken
+        # during the read, and the operands) are stable for that cycle at least.
+        atomic_new = Signal(64)
+        m.d.sync += atomic_new.eq(alu.result)
         atomic_line = Signal(W * beats)
         atomic_strb = Signal(LINE_BYTES)
         m.d.comb += [
-            atomic_line.eq(alu.result << Cat(C(0, 3), offset)),
+            atomic_line.eq(atomic_new << Cat(C(0, 3), offset)),
             atomic_strb.eq(atomic_bytes << offset),
         ]
 
