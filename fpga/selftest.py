@@ -294,21 +294,39 @@ class TrafficEngine(wiring.Component):
         data_beat = Mux(step == _WR_SHARED, e, beat)
         wdata = Signal(128)
         m.d.comb += wdata.eq(Mux(step == _ATOMIC, 1, _pattern_hw(e, tag, data_beat)))
-        expect = _pattern_hw(e, tag, beat)
+        # The read checker compares a registered copy of each R beat, a cycle later: the
+        # endpoint's answer path then ends at a flop instead of at a 128-bit compare (the
+        # board's longest path).
+        chk_valid = Signal()
+        chk_data = Signal(128)
+        chk_expect = Signal(128)
+        chk_step = Signal.like(step)
+        chk_beat = Signal.like(beat)
+        chk_iter = Signal.like(it)
         mismatch = Signal()
-        with m.Switch(step):
+        with m.Switch(chk_step):
             with m.Case(_RD_SHARED):
-                m.d.comb += mismatch.eq((beat == e % 4) & (axi.rdata != expect))
+                m.d.comb += mismatch.eq((chk_beat == e % 4) & (chk_data != chk_expect))
             with m.Case(_FINAL):
-                m.d.comb += mismatch.eq(axi.rdata[:64] != p.total_adds)
+                m.d.comb += mismatch.eq(chk_data[:64] != p.total_adds)
             with m.Default():
-                m.d.comb += mismatch.eq(axi.rdata != expect)
+                m.d.comb += mismatch.eq(chk_data != chk_expect)
+        chk_error = Signal()
+        m.d.comb += chk_error.eq(chk_valid & mismatch)
 
-        error = Signal()
-        with m.If(error):
-            m.d.sync += self.errors.eq(self.errors + (self.errors != 0xFFFF))
+        error = Signal()  # found this cycle, in the current step
+        found = Signal(2)
+        m.d.comb += found.eq(error + chk_error)
+        with m.If(found != 0):
+            m.d.sync += self.errors.eq(
+                Mux(self.errors >= 0xFFFF - found, 0xFFFF, self.errors + found)
+            )
             with m.If(self.errors == 0):
-                m.d.sync += [self.first_step.eq(step), self.first_iter.eq(it)]
+                # The check stage's beat came first.
+                with m.If(chk_error):
+                    m.d.sync += [self.first_step.eq(chk_step), self.first_iter.eq(chk_iter)]
+                with m.Else():
+                    m.d.sync += [self.first_step.eq(step), self.first_iter.eq(it)]
 
         # AXI constants
         m.d.comb += [
@@ -359,6 +377,7 @@ class TrafficEngine(wiring.Component):
                 m.d.sync += step.eq(step + 1)
                 m.next = "ISSUE"
 
+        m.d.sync += chk_valid.eq(0)  # unless a beat arrives (below)
         with m.FSM():
             with m.State("ISSUE"):
                 with m.If(is_read):
@@ -389,8 +408,16 @@ class TrafficEngine(wiring.Component):
             with m.State("R"):
                 m.d.comb += axi.rready.eq(1)
                 with m.If(axi.rvalid):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If((axi.rresp != AxiResp.OKAY) | mismatch):
+                    m.d.sync += [
+                        beat.eq(beat + 1),
+                        chk_valid.eq(1),
+                        chk_data.eq(axi.rdata),
+                        chk_expect.eq(_pattern_hw(e, tag, beat)),
+                        chk_step.eq(step),
+                        chk_beat.eq(beat),
+                        chk_iter.eq(it),
+                    ]
+                    with m.If(axi.rresp != AxiResp.OKAY):
                         m.d.comb += error.eq(1)
                     with m.If(axi.rlast | (beat == beats)):
                         with m.If(~axi.rlast | (beat != beats)):
@@ -405,7 +432,8 @@ class TrafficEngine(wiring.Component):
                 else:
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += [self.finished.eq(1), self.done.eq(1)]
+                # Done once the last beat has been checked.
+                m.d.comb += [self.finished.eq(1), self.done.eq(~chk_valid)]
         with m.If((watchdog == p.watchdog) & ~self.timeout):
             m.d.sync += self.timeout.eq(1)
             m.d.comb += error.eq(1)

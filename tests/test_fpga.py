@@ -42,6 +42,12 @@ def run_core(core: SelfTestCore, *, max_cycles: int = 20_000) -> dict:
                      "crc_errors", "first_engine", "first_step", "first_iter"):  # fmt: skip
             result[name] = ctx.get(getattr(core, name))
         result["cycles"] = cycles
+        # The summary is final when `done` rises (the board reports it from then on): the
+        # checkers' last beat is already counted.
+        for _ in range(3):
+            await ctx.tick()
+            for name in ("done", "passed", "errors", "first_step", "first_iter"):
+                assert ctx.get(getattr(core, name)) == result[name], f"{name} after done"
 
     sim = Simulator(core)
     sim.add_clock(1e-8)
@@ -106,6 +112,19 @@ def test_selftest_catches_corrupted_memory():
     assert r["errors"] > 0
     # lines re-read after eviction come from memory: the first error is there
     assert STEPS[r["first_step"]] == "rd_old" and r["first_iter"] >= p.lag, r
+
+
+def test_selftest_counts_an_error_in_the_last_beat():
+    """Every read beat from memory has bit 0 flipped: the final counter read (the last beat
+    of the run) fails too, and is counted before ``done`` rises (run_core checks)."""
+    p = quick(link=None, iterations=4)
+    core = SelfTestCore(p)
+    ram = core.system.rams[0]
+    ram._MustUse__silence = True  # replaced before elaboration
+    core.system.rams[0] = AxiRam(params=ram.params, size=ram.size, fault_mask=1)
+    r = run_core(core)
+    assert r["done"] and not r["passed"] and not r["timeout"], r
+    assert r["errors"] > 0
 
 
 def test_selftest_params_validated():
