@@ -878,10 +878,9 @@ def sim_env_run(env: Env, model: HomeModel, bench) -> None:
 @pytest.mark.parametrize("sets,ways", [(4, 2), (1, 1), (8, 3)])
 def test_cache_arrays_against_model(sets, ways):
     """CacheArrays against a Python model: the tag lookup shows, from registers, the set given
-    a cycle earlier as it is now (tag writes to it in that cycle and the one before, still on
-    their way to the RAM, included, whatever the controller does), and the data array reads
-    the words written before, byte by byte (the previous cycle's write, still in the write
-    register, included)."""
+    a cycle earlier as it is now (a tag write to it in that same cycle included, whatever the
+    controller does), and the data array reads the words written before, byte by byte (the
+    previous cycle's write, still in the write register, included)."""
     from amaranth import Value
 
     from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
@@ -895,13 +894,11 @@ def test_cache_arrays_against_model(sets, ways):
     tags = [[0] * ways for _ in range(sets)]  # what a combinational read would give
     words = [0] * geom.words
     forwarded = 0
-    forwarded_prev = 0
     forwarded_data = 0
 
     async def bench(ctx):
-        nonlocal forwarded, forwarded_prev, forwarded_data
+        nonlocal forwarded, forwarded_data
         looked_up = None
-        last_tag_write = None  # set of the previous cycle's tag write
         last_write = None  # (word, strobe) of the previous cycle's data write
         for cyc in range(600):
             s = rng.randrange(sets)
@@ -931,9 +928,6 @@ def test_cache_arrays_against_model(sets, ways):
             if we:
                 forwarded += ws == s
                 tags[ws][ww] = wd
-            if last_tag_write is not None and last_tag_write == s:
-                forwarded_prev += 1  # the write given a cycle earlier lands with this read
-            last_tag_write = ws if we else None
             mask = sum(0xFF << (8 * i) for i in range(w // 8) if strb >> i & 1)
             words[wa] = (words[wa] & ~mask) | (wdata & mask)
             last_write = (wa, strb)
@@ -941,5 +935,4 @@ def test_cache_arrays_against_model(sets, ways):
 
     simulate(dut, bench, name=f"cache_arrays_{sets}x{ways}")
     assert forwarded > 20, "tag writes to the set being looked up were exercised"
-    assert forwarded_prev > 20, "tag writes given a cycle before the lookup were exercised"
     assert forwarded_data > 50, "reads of the word written the cycle before were exercised"

@@ -2,15 +2,16 @@
 
 The controller looks up a set and acts on it in the same cycle. The tag lookup is given the
 set one cycle ahead (the value the controller's lookup address register is about to take) and
-reads the RAM into a register, with the tag writes not yet in the RAM forwarded: the same
-entries a combinational read at the registered address would give, but the controller's
-decisions start from a flop instead of from the distributed RAM's read. The data array is read
-combinationally. Writes to both arrays are registered and reach the RAM a cycle after the
-controller gives them (its decision ends at a register, not at the write ports of a few
-hundred distributed-RAM blocks); reads in between are given the written entries and bytes
-(forwarded), so the arrays behave as if written at once. There is one write port per array,
-all driven by the controller. Line ``(set, way)`` occupies data words
-``(way * sets + set) * beats ... + beats - 1`` (one word per fabric data beat).
+reads the RAM into a register, with the previous cycle's tag write forwarded: the same entries
+a combinational read at the registered address would give, but the controller's decisions
+start from a flop instead of from the distributed RAM's read. The data array is read
+combinationally; its writes are registered and reach the RAM a cycle after the controller
+gives them (the controller's decision ends at a register, not at the write address of a few
+hundred distributed-RAM blocks), with a read of that word in between given the written bytes
+(forwarded), so the array behaves as if written at once. There is one write port per array,
+all driven by the controller. Line
+``(set, way)`` occupies data words ``(way * sets + set) * beats ... + beats - 1`` (one word
+per fabric data beat).
 
 The way is the data address's most significant part on purpose: the RAM is built from
 16-word distributed-RAM blocks, and the word's low bits (beat, set) address them while the
@@ -76,7 +77,7 @@ class CacheArrays(wiring.Component):
         The entries of the set given in the previous cycle, one per way, as they are now
         (a tag write of the previous cycle included): from registers.
     tag_we, tag_set, tag_way, tag_data : In(1), In(set_bits), In(way_bits), In(tag_layout)
-        Write one way's tag and state (lookups given from the same cycle on see it).
+        Write one way's tag and state.
     data_raddr, data_rdata : In(range(words)), Out(data_width)
         Data read port (combinational).
     data_waddr, data_wdata, data_wstrb : In(range(words)), In(data_width), In(data_width/8)
@@ -108,45 +109,26 @@ class CacheArrays(wiring.Component):
         m = Module()
         g = self.geom
         w = g.fabric.data_width
-        # Tag writes are registered: given in cycle t, a write reaches the RAM at the end of
-        # t + 1 (the controller's decision ends at this register, not at the RAM's write port).
-        # A lookup given in cycle t reads the RAM at the end of t, before the write given in t
-        # and the one given in t - 1 (landing at that same edge) are in it: both are
-        # forwarded, the newer first. Whether to forward is decided a cycle ahead, so the
-        # lookup is two multiplexers after its flops.
-        pend_we = Signal()
-        pend_set = Signal.like(self.tag_set)
-        pend_way = Signal.like(self.tag_way)
-        pend_data = Signal(self._tag)
-        prev_data = Signal(self._tag)  # the write that landed at the end of the last cycle
-        m.d.sync += [
-            pend_we.eq(self.tag_we),
-            pend_set.eq(self.tag_set),
-            pend_way.eq(self.tag_way),
-            pend_data.eq(self.tag_data),
-            prev_data.eq(pend_data),
-        ]
-        forward_new = Signal(g.ways)
-        forward_prev = Signal(g.ways)
+        # The last cycle's tag write, forwarded when it went to the set being looked up (the
+        # read port returns the entry as it was before that write). Whether to forward is
+        # decided a cycle ahead, so the lookup is one multiplexer after its flops.
+        forward = Signal(g.ways)
+        last_data = Signal(self._tag)
+        m.d.sync += last_data.eq(self.tag_data)
+        same_set = self.tag_set == self.lookup_set
         for way in range(g.ways):
             mem = memory.Memory(shape=self._tag, depth=g.sets, init=[])
             m.submodules[f"tags{way}"] = mem
             rd = mem.read_port(domain="sync")  # not transparent: the forwarding below is
             wr = mem.write_port()
-            we_new = self.tag_we & (self.tag_way == way)
-            we_pend = pend_we & (pend_way == way)
-            m.d.sync += [
-                forward_new[way].eq(we_new & (self.tag_set == self.lookup_set)),
-                forward_prev[way].eq(we_pend & (pend_set == self.lookup_set)),
-            ]
+            we = self.tag_we & (self.tag_way == way)
+            m.d.sync += forward[way].eq(we & same_set)
             m.d.comb += [
                 rd.addr.eq(self.lookup_set),
-                self.lookup[way].eq(
-                    Mux(forward_new[way], pend_data, Mux(forward_prev[way], prev_data, rd.data))
-                ),
-                wr.addr.eq(pend_set),
-                wr.data.eq(pend_data),
-                wr.en.eq(we_pend),
+                self.lookup[way].eq(Mux(forward[way], last_data, rd.data)),
+                wr.addr.eq(self.tag_set),
+                wr.data.eq(self.tag_data),
+                wr.en.eq(we),
             ]
         m.submodules.data = mem = memory.Memory(shape=unsigned(w), depth=g.words, init=[])
         rd = mem.read_port(domain="comb")
