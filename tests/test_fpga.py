@@ -101,13 +101,18 @@ def test_selftest_passes_tiny_preset():
     assert r["ops"] == expected_ops(p)
 
 
-def test_selftest_catches_corrupted_memory():
-    p = quick(link=None, iterations=12, private_lines=32, lag=10)
+def core_with_faulty_ram(p: SelfTestParams, *, fault_mask: int) -> SelfTestCore:
+    """The self-test with home 0's block RAM flipping ``fault_mask`` in every read beat."""
     core = SelfTestCore(p)
     ram = core.system.rams[0]
     ram._MustUse__silence = True  # replaced before elaboration
-    core.system.rams[0] = AxiRam(params=ram.params, size=ram.size, fault_mask=1 << 77)
-    r = run_core(core)
+    core.system.rams[0] = AxiRam(params=ram.params, size=ram.size, fault_mask=fault_mask)
+    return core
+
+
+def test_selftest_catches_corrupted_memory():
+    p = quick(link=None, iterations=12, private_lines=32, lag=10)
+    r = run_core(core_with_faulty_ram(p, fault_mask=1 << 77))
     assert r["done"] and not r["passed"], r
     assert r["errors"] > 0
     # lines re-read after eviction come from memory: the first error is there
@@ -117,12 +122,7 @@ def test_selftest_catches_corrupted_memory():
 def test_selftest_counts_an_error_in_the_last_beat():
     """Every read beat from memory has bit 0 flipped: the final counter read (the last beat
     of the run) fails too, and is counted before ``done`` rises (run_core checks)."""
-    p = quick(link=None, iterations=4)
-    core = SelfTestCore(p)
-    ram = core.system.rams[0]
-    ram._MustUse__silence = True  # replaced before elaboration
-    core.system.rams[0] = AxiRam(params=ram.params, size=ram.size, fault_mask=1)
-    r = run_core(core)
+    r = run_core(core_with_faulty_ram(quick(link=None, iterations=4), fault_mask=1))
     assert r["done"] and not r["passed"] and not r["timeout"], r
     assert r["errors"] > 0
 

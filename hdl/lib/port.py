@@ -15,7 +15,19 @@ from unifab.flit import FabricParams, flit_layout
 from unifab.hdl.lib.arbiter import RoundRobin
 from unifab.params import check_flag
 
-__all__ = ["FabricLink", "FabricToStreams", "StreamsToFabric"]
+__all__ = ["FabricLink", "FabricToStreams", "StreamsToFabric", "credited_fifo"]
+
+
+def credited_fifo(*, width: int, depth: int, registered: bool) -> SyncFIFO | SyncFIFOBuffered:
+    """A FIFO that takes every write while its ``level`` is below ``depth`` (a credited
+    buffer), read combinationally or, with ``registered``, from an output register (one cycle
+    later). SyncFIFOBuffered keeps depth - 1 entries in RAM and one in its output register,
+    and refuses a write while its RAM part is full even if the register is about to take an
+    entry: one spare entry makes it take every write while fewer than ``depth`` are held, and
+    the caller's ``level < depth`` keeps the spare unused."""
+    if registered:
+        return SyncFIFOBuffered(width=width, depth=depth + 1)
+    return SyncFIFO(width=width, depth=depth)
 
 
 class FabricLink(wiring.Signature):
@@ -94,17 +106,10 @@ class FabricToStreams(wiring.Component):
         m = Module()
         f = self.fabric
         for v in range(f.vcs):
-            if self.registered:
-                # SyncFIFOBuffered keeps depth - 1 entries in RAM and one in its output
-                # register, and refuses a write while its RAM part is full even if the
-                # register is about to take an entry: one spare entry makes it take every
-                # flit while fewer than `depth` are held; `room` keeps the spare unused.
-                fifo = SyncFIFOBuffered(width=flit_layout(f).size, depth=self.depth + 1)
-                room = fifo.level < self.depth
-            else:
-                # Unbuffered: w_rdy is exactly "fewer than depth flits held", as credits assume.
-                fifo = SyncFIFO(width=flit_layout(f).size, depth=self.depth)
-                room = fifo.w_rdy
+            fifo = credited_fifo(
+                width=flit_layout(f).size, depth=self.depth, registered=self.registered
+            )
+            room = fifo.level < self.depth
             m.submodules[f"vc{v}"] = fifo
             arrive = Signal(name=f"arrive{v}")
             m.d.comb += [

@@ -10,10 +10,10 @@ a response is never sent. Nothing is dropped silently.
 
 from amaranth import *
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import HEADER_BITS, ErrorCode, Header, MsgClass, Opcode, flit_layout
+from unifab.hdl.lib.port import credited_fifo
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
 from unifab.switch_config import SwitchParams
 
@@ -96,16 +96,10 @@ class Responder(wiring.Component):
         f = p.fabric
         ports = p.ports
         entry = data.StructLayout({"port": range(ports), "vc": f.vc_bits, "header": Header})
-        if p.registered_grant:
-            # The queued response comes from the FIFO's output register (a cycle later): its
-            # requests to the allocator start at a flop, not at the distributed RAM's read
-            # (they began the switch's longest path on the board). One spare entry: the RAM
-            # part never refuses a write while fewer than `depth` are held (see port.py).
-            queue = SyncFIFOBuffered(width=entry.size, depth=self.depth + 1)
-            level = queue.level
-        else:
-            queue = SyncFIFO(width=entry.size, depth=self.depth)
-            level = queue.w_level
+        # With registered_grant the queued response comes from the FIFO's output register (a
+        # cycle later): its requests to the allocator start at a flop, not at the distributed
+        # RAM's read (they began the switch's longest path on the board).
+        queue = credited_fifo(width=entry.size, depth=self.depth, registered=p.registered_grant)
         m.submodules.queue = queue
 
         # The crossbar's flit is registered first: the node-table lookup and the queue write
@@ -125,7 +119,7 @@ class Responder(wiring.Component):
             granted_req = self.in_alloc_head & (self.in_alloc_vc[:2] == MsgClass.REQ.value)
             m.d.sync += crossing.eq(self.in_alloc_valid & granted_req)
         room = Signal()
-        m.d.comb += room.eq(level + held + crossing < self.depth)
+        m.d.comb += room.eq(queue.level + held + crossing < self.depth)
         request = Signal(Header)
         m.d.comb += request.eq(in_flit.payload[:HEADER_BITS])
         for v in range(f.vcs):
