@@ -3,6 +3,7 @@
 from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import HEADER_BITS, ErrorCode, flit_layout
@@ -10,7 +11,7 @@ from unifab.hdl.lib.arbiter import round_robin_pick
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.route import RouteCompute
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
-from unifab.hdl.switch.voq import SharedVoq
+from unifab.hdl.switch.voq import VoqLinks
 from unifab.switch_config import SwitchParams
 
 __all__ = ["INPUT_COUNTERS", "InputUnit"]
@@ -34,9 +35,9 @@ class InputUnit(wiring.Component):
     Every arriving head flit goes through :class:`RouteCompute`; the message's flits are
     queued by (VC, output) — *virtual output queues*, so a flit for a busy output never blocks
     one for an idle output (with ``allocator="fifo"`` there is one queue per VC instead: the
-    head-of-line-blocked reference). A VC's queues share one buffer of ``buffer_depth`` flits
-    (:class:`SharedVoq`), the credits the upstream sender holds for that VC, so no arrival is
-    ever refused.
+    head-of-line-blocked reference). A VC's queues share ``buffer_depth`` flit slots
+    (:class:`VoqLinks`), the credits the upstream sender holds for that VC, so no arrival is
+    ever refused; the flits of all VCs are in one memory, addressed by (slot, VC).
 
     Ports
     -----
@@ -142,23 +143,18 @@ class InputUnit(wiring.Component):
         else:
             m.d.comb += arrival
 
-        # VOQ: one shared buffer per VC holding a queue per output. FIFO reference: one queue
-        # per VC holding (output, flit).
+        # VOQ: the queues of each VC share that VC's slots (VoqLinks), and every VC's flits
+        # live in one memory at (slot, VC), so a departure reads one RAM instead of choosing
+        # among a RAM per VC. FIFO reference: one queue per VC holding (output, flit).
         entry = data.StructLayout({"out": range(n_out), "flit": flit})
         queues = []
         for v in range(vcs):
             write = queued_valid & (queued_vc == v)
             if voq:
-                q = SharedVoq(
-                    outputs=n_out,
-                    depth=p.buffer_depth,
-                    width=flit.size,
-                    registered_read=p.registered_grant,
-                )
+                q = VoqLinks(outputs=n_out, depth=p.buffer_depth)
                 m.d.comb += [
                     q.w_en.eq(write),
                     q.w_queue.eq(queued_target),
-                    q.w_data.eq(queued_flit),
                     q.w_head.eq(queued_flit.head),
                     q.w_tail.eq(queued_flit.tail),
                 ]
@@ -167,6 +163,15 @@ class InputUnit(wiring.Component):
                 m.d.comb += [q.w_en.eq(write), q.w_data.eq(Cat(queued_target, queued_flit))]
             m.submodules[f"q{v}"] = q
             queues.append(q)
+        if voq:
+            slot_bits = (p.buffer_depth - 1).bit_length()
+            m.submodules.flits = flits = Memory(shape=flit, depth=vcs << slot_bits, init=[])
+            flits_w = flits.write_port()
+            m.d.comb += [
+                flits_w.addr.eq(Cat(Array(q.w_slot for q in queues)[queued_vc], queued_vc)),
+                flits_w.data.eq(queued_flit),
+                flits_w.en.eq(Cat(q.w_store for q in queues).any()),
+            ]
 
         # ---- Eligibility and requests ------------------------------------------------------
         # cand[o] bit v: the head of VC v's queue for output o may leave now.
@@ -230,13 +235,12 @@ class InputUnit(wiring.Component):
             with m.If(self.grant[o]):
                 m.d.comb += granted_out.eq(o)
         m.d.comb += [self.alloc_valid.eq(departing), self.alloc_vc.eq(chosen_vc)]
-        front_flits = []  # per VC: the flit at the front of the granted queue
+        front_flits = []  # FIFO reference, per VC: the flit at the front of its queue
         for v in range(vcs):
             q = queues[v]
             m.d.comb += self.inp.credit[v].eq(leave_vc[v])
             if voq:
                 m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave_vc[v])]
-                front_flits.append(q.r_data)  # with registered_grant: a cycle later
             else:
                 m.d.comb += q.r_en.eq(leave_vc[v])
                 front_flits.append(heads[v].flit)
@@ -250,6 +254,16 @@ class InputUnit(wiring.Component):
                 self.alloc_head.eq((self.grant & pick_head).any()),
                 self.alloc_tail.eq((self.grant & pick_tail).any()),
             ]
+            # The departing flit's address; with registered_grant it is registered and the
+            # flit read the next cycle, when its freed slot can at the earliest be written
+            # again (the allocation and the buffer read become separate timing paths).
+            flits_r = flits.read_port(domain="comb")
+            leave_addr = Cat(Array(q.r_slot for q in queues)[chosen_vc], chosen_vc)
+            if p.registered_grant:
+                with m.If(departing):
+                    m.d.sync += flits_r.addr.eq(leave_addr)
+            else:
+                m.d.comb += flits_r.addr.eq(leave_addr)
 
         # The flit itself: the same cycle, or with registered_grant the next one.
         if p.registered_grant:
@@ -258,8 +272,7 @@ class InputUnit(wiring.Component):
             m.d.sync += [sent_valid.eq(departing), sent_vc.eq(chosen_vc)]
             m.d.comb += [self.out_valid.eq(sent_valid), self.out_vc.eq(sent_vc)]
             if voq:
-                # The VOQ reads the departed slot a cycle late.
-                m.d.comb += self.out_flit.eq(Array(front_flits)[sent_vc])
+                m.d.comb += self.out_flit.eq(flits_r.data)
             else:
                 sent_flit = Signal(flit)
                 for v in range(vcs):
@@ -268,9 +281,12 @@ class InputUnit(wiring.Component):
                 m.d.comb += self.out_flit.eq(sent_flit)
         else:
             m.d.comb += [self.out_valid.eq(departing), self.out_vc.eq(chosen_vc)]
-            for v in range(vcs):
-                with m.If(leave_vc[v]):
-                    m.d.comb += self.out_flit.eq(front_flits[v])
+            if voq:
+                m.d.comb += self.out_flit.eq(flits_r.data)
+            else:
+                for v in range(vcs):
+                    with m.If(leave_vc[v]):
+                        m.d.comb += self.out_flit.eq(front_flits[v])
 
         # ---- Counter events --------------------------------------------------------------
         head_valid = self.inp.valid & arriving.head

@@ -5,6 +5,10 @@
 linked behind its queue's tail; a departure unlinks the queue's head and frees its slot. Any
 mix of destinations fits, so the buffer never refuses a credited flit, and no queue needs to be
 ``depth`` deep on its own.
+
+:class:`VoqLinks` keeps the queues (slots, links, framing bits) and leaves the flits to the
+caller's memory, so that an input unit can hold every VC's flits in one RAM;
+:class:`SharedVoq` is the queues with their own flit memory.
 """
 
 from amaranth import *
@@ -12,11 +16,134 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SharedVoq"]
+__all__ = ["SharedVoq", "VoqLinks"]
+
+
+def _check(outputs: int, depth: int, width: int) -> None:
+    if outputs < 1 or depth < 1 or width < 1:
+        raise ValueError(
+            f"outputs, depth and width must be positive, not {outputs}, {depth}, {width}"
+        )
+
+
+class VoqLinks(wiring.Component):
+    """The bookkeeping of ``outputs`` FIFO queues sharing ``depth`` slots; the flits live in
+    the caller's memory, at the slots this component names.
+
+    Ports
+    -----
+    w_en, w_queue, w_head, w_tail : In(1), In(range(outputs)), In(1), In(1)
+        Append a flit (a message's head flit when ``w_head``, its last when ``w_tail``) to
+        queue ``w_queue``.
+    w_store, w_slot : Out(1), Out(range(depth))
+        Write the arriving flit to slot ``w_slot`` this cycle (``w_en`` with a slot free).
+    nonempty : Out(outputs)
+        Queue ``o`` holds a flit.
+    head_is_head, head_is_tail : Out(outputs), Out(outputs)
+        The flit at the front of queue ``o`` starts / ends a message.
+    r_queue : In(range(outputs))
+        Queue whose front slot ``r_slot`` names.
+    r_slot : Out(range(depth))
+        The slot of queue ``r_queue``'s front flit (combinational). A slot freed by ``r_en``
+        is written again at the earliest at the end of the next cycle, so a read of it in
+        that next cycle still sees the departed flit.
+    r_en : In(1)
+        Remove the front flit of queue ``r_queue`` (must be non-empty).
+    overflow : Out(1)
+        Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
+    """
+
+    def __init__(self, *, outputs: int, depth: int):
+        _check(outputs, depth, 1)
+        self.outputs, self.depth = outputs, depth
+        super().__init__(
+            {
+                "w_en": In(1),
+                "w_queue": In(range(outputs)),
+                "w_head": In(1),
+                "w_tail": In(1),
+                "w_store": Out(1),
+                "w_slot": Out(range(depth)),
+                "nonempty": Out(outputs),
+                "head_is_head": Out(outputs),
+                "head_is_tail": Out(outputs),
+                "r_queue": In(range(outputs)),
+                "r_slot": Out(range(depth)),
+                "r_en": In(1),
+                "overflow": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        n, d = self.outputs, self.depth
+        slot = range(d)
+
+        m.submodules.links = links = Memory(shape=slot, depth=d, init=[])
+        link_w = links.write_port()
+        link_r = links.read_port(domain="comb")
+
+        free = Signal(d, init=(1 << d) - 1)
+        is_head = Signal(d)
+        is_tail = Signal(d)
+        head = [Signal(slot, name=f"head{o}") for o in range(n)]
+        tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
+        count = [Signal(range(d + 1), name=f"count{o}") for o in range(n)]
+
+        # Lowest free slot.
+        new = Signal(slot)
+        for s in reversed(range(d)):
+            with m.If(free[s]):
+                m.d.comb += new.eq(s)
+        has_free = free.any()
+
+        head_of = Array(head)
+        front = Signal(slot)
+        m.d.comb += [front.eq(head_of[self.r_queue]), self.r_slot.eq(front), link_r.addr.eq(front)]
+        for o in range(n):
+            m.d.comb += [
+                self.nonempty[o].eq(count[o] != 0),
+                self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
+                self.head_is_tail[o].eq(is_tail.bit_select(head[o], 1)),
+            ]
+
+        enq = Signal()
+        m.d.comb += [enq.eq(self.w_en & has_free), self.w_store.eq(enq), self.w_slot.eq(new)]
+        with m.If(self.w_en & ~has_free):
+            m.d.sync += self.overflow.eq(1)
+
+        # Slot bookkeeping: take one on arrival, give one back on departure.
+        take = Mux(enq, 1 << new, 0)
+        give = Mux(self.r_en, Const(1, d) << front, 0)
+        m.d.sync += free.eq((free & ~take) | give)
+        with m.If(enq):
+            m.d.sync += [
+                is_head.bit_select(new, 1).eq(self.w_head),
+                is_tail.bit_select(new, 1).eq(self.w_tail),
+            ]
+
+        for o in range(n):
+            deq = Signal(name=f"deq{o}")
+            arr = Signal(name=f"arr{o}")
+            m.d.comb += [deq.eq(self.r_en & (self.r_queue == o)), arr.eq(enq & (self.w_queue == o))]
+            left = Signal(range(d + 1), name=f"left{o}")  # after this cycle's departure
+            m.d.comb += left.eq(count[o] - deq)
+            m.d.sync += count[o].eq(left + arr)
+            with m.If(deq):
+                m.d.sync += head[o].eq(link_r.data)
+            with m.If(arr):
+                m.d.sync += tail[o].eq(new)
+                with m.If(left == 0):
+                    m.d.sync += head[o].eq(new)
+                with m.Else():
+                    # Link the new slot behind the current tail.
+                    m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
+        return m
 
 
 class SharedVoq(wiring.Component):
-    """``outputs`` FIFO queues sharing ``depth`` slots of ``width`` bits.
+    """``outputs`` FIFO queues sharing ``depth`` slots of ``width`` bits: :class:`VoqLinks`
+    with its flit memory.
 
     Ports
     -----
@@ -38,16 +165,11 @@ class SharedVoq(wiring.Component):
         Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
 
     ``registered_read`` moves the buffer read to the cycle after ``r_en``: the departure is
-    decided from the queue state alone and the flit is read from a registered slot number (a
-    freed slot can only be rewritten at the end of that next cycle, so the read sees the
-    departed flit).
+    decided from the queue state alone and the flit is read from a registered slot number.
     """
 
     def __init__(self, *, outputs: int, depth: int, width: int, registered_read: bool = False):
-        if outputs < 1 or depth < 1 or width < 1:
-            raise ValueError(
-                f"outputs, depth and width must be positive, not {outputs}, {depth}, {width}"
-            )
+        _check(outputs, depth, width)
         self.outputs, self.depth, self.width = outputs, depth, width
         self.registered_read = registered_read
         super().__init__(
@@ -69,81 +191,29 @@ class SharedVoq(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, d = self.outputs, self.depth
-        slot = range(d)
-
-        m.submodules.data = data = Memory(shape=self.width, depth=d, init=[])
+        m.submodules.links = q = VoqLinks(outputs=self.outputs, depth=self.depth)
+        m.submodules.data = data = Memory(shape=self.width, depth=self.depth, init=[])
         data_w = data.write_port()
-        data_r = data.read_port(domain="comb")
-        m.submodules.links = links = Memory(shape=slot, depth=d, init=[])
-        link_w = links.write_port()
-        link_r = links.read_port(domain="comb")
-
-        free = Signal(d, init=(1 << d) - 1)
-        is_head = Signal(d)
-        is_tail = Signal(d)
-        head = [Signal(slot, name=f"head{o}") for o in range(n)]
-        tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
-        count = [Signal(range(d + 1), name=f"count{o}") for o in range(n)]
-
-        # Lowest free slot.
-        new = Signal(slot)
-        for s in reversed(range(d)):
-            with m.If(free[s]):
-                m.d.comb += new.eq(s)
-        has_free = free.any()
-
-        head_of = Array(head)
-        front = Signal(slot)
         m.d.comb += [
-            front.eq(head_of[self.r_queue]),
-            self.r_data.eq(data_r.data),
-            link_r.addr.eq(front),
+            q.w_en.eq(self.w_en),
+            q.w_queue.eq(self.w_queue),
+            q.w_head.eq(self.w_head),
+            q.w_tail.eq(self.w_tail),
+            q.r_queue.eq(self.r_queue),
+            q.r_en.eq(self.r_en),
+            self.nonempty.eq(q.nonempty),
+            self.head_is_head.eq(q.head_is_head),
+            self.head_is_tail.eq(q.head_is_tail),
+            self.overflow.eq(q.overflow),
+            data_w.addr.eq(q.w_slot),
+            data_w.data.eq(self.w_data),
+            data_w.en.eq(q.w_store),
         ]
+        data_r = data.read_port(domain="comb")
         if self.registered_read:
-            departed = Signal(slot)
             with m.If(self.r_en):
-                m.d.sync += departed.eq(front)
-            m.d.comb += data_r.addr.eq(departed)
+                m.d.sync += data_r.addr.eq(q.r_slot)
         else:
-            m.d.comb += data_r.addr.eq(front)
-        for o in range(n):
-            m.d.comb += [
-                self.nonempty[o].eq(count[o] != 0),
-                self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
-                self.head_is_tail[o].eq(is_tail.bit_select(head[o], 1)),
-            ]
-
-        enq = Signal()
-        m.d.comb += enq.eq(self.w_en & has_free)
-        with m.If(self.w_en & ~has_free):
-            m.d.sync += self.overflow.eq(1)
-
-        # Slot bookkeeping: take one on arrival, give one back on departure.
-        take = Mux(enq, 1 << new, 0)
-        give = Mux(self.r_en, Const(1, d) << front, 0)
-        m.d.sync += free.eq((free & ~take) | give)
-        with m.If(enq):
-            m.d.sync += [
-                is_head.bit_select(new, 1).eq(self.w_head),
-                is_tail.bit_select(new, 1).eq(self.w_tail),
-            ]
-        m.d.comb += [data_w.addr.eq(new), data_w.data.eq(self.w_data), data_w.en.eq(enq)]
-
-        for o in range(n):
-            deq = Signal(name=f"deq{o}")
-            arr = Signal(name=f"arr{o}")
-            m.d.comb += [deq.eq(self.r_en & (self.r_queue == o)), arr.eq(enq & (self.w_queue == o))]
-            left = Signal(range(d + 1), name=f"left{o}")  # after this cycle's departure
-            m.d.comb += left.eq(count[o] - deq)
-            m.d.sync += count[o].eq(left + arr)
-            with m.If(deq):
-                m.d.sync += head[o].eq(link_r.data)
-            with m.If(arr):
-                m.d.sync += tail[o].eq(new)
-                with m.If(left == 0):
-                    m.d.sync += head[o].eq(new)
-                with m.Else():
-                    # Link the new slot behind the current tail.
-                    m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
+            m.d.comb += data_r.addr.eq(q.r_slot)
+        m.d.comb += self.r_data.eq(data_r.data)
         return m
