@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amaranth import Module
 from amaranth.back import rtlil
+from amaranth.lib import wiring
 
 from unifab.flit import flit_layout
 
@@ -42,8 +44,8 @@ __all__ = [
     "top_for",
 ]
 
-#: Blocks of the area table, in order.
-BLOCKS = ("link", "switch", "home", "endpoint", "ram")
+#: Blocks of the area table, in order (``switch_as_built``: :class:`SwitchAsBuilt`).
+BLOCKS = ("link", "switch", "switch_as_built", "home", "endpoint", "ram")
 #: The issue's reference: a bare 8 x 64-bit round-robin crossbar, LUT4 with -nowidelut.
 REFERENCE_XBAR = {"ports": 8, "width": 64, "luts": 4542, "fmax_mhz": 111}
 
@@ -347,12 +349,46 @@ def build(
     return report
 
 
+class SwitchAsBuilt(wiring.Component):
+    """The switch with only the ports the board uses: its fabric ports and ``xbar_error``.
+
+    The board never writes the tables (``cfg_*`` stay 0, so the tables keep the values the
+    build's :class:`~unifab.switch_config.SwitchConfig` gives them and synthesis folds them
+    into route compute) and never reads the counters (``ctr_*``, so synthesis removes the
+    counter bank): this is the switch that is on the chip.
+    """
+
+    #: Ports of :class:`~unifab.hdl.switch.switch.Switch` the board leaves unconnected.
+    UNUSED = ("cfg_we", "cfg_addr", "cfg_data", "ctr_addr", "ctr_data")
+
+    def __init__(self, switch: wiring.Component):
+        self.switch = switch
+        members = switch.signature.members
+        super().__init__({name: members[name] for name in members if name not in self.UNUSED})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.switch = sw = self.switch
+        for name in self.signature.members:
+            outer, inner = getattr(self, name), getattr(sw, name)
+            for i in range(len(outer)) if name in ("inputs", "outputs") else (None,):
+                a, b = (outer, inner) if i is None else (outer[i], inner[i])
+                if name == "inputs":
+                    wiring.connect(m, wiring.flipped(a), b)
+                elif name == "outputs":
+                    wiring.connect(m, b, wiring.flipped(a))
+                else:
+                    m.d.comb += a.eq(b)
+        return m
+
+
 def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict:
     """Per-block LUTs with and without wide LUTs, and the crossbar yardsticks; with ``fmax``,
     also each block's own fmax (:func:`block_fmax`, from the wide-LUT synthesis).
 
     Each block is synthesized on its own (the switch, endpoint 0, home 0, the link pair with
-    its adapters, home 0's block RAM); the crossbars are :class:`~fpga.baseline.Crossbar`
+    its adapters, home 0's block RAM), the switch also as the board builds it
+    (:class:`SwitchAsBuilt`); the crossbars are :class:`~fpga.baseline.Crossbar`
     at the switch's port count and flit width, and at the issue's 8 x 64 bits.
     """
     # A previous run's block files would be reused by synth_area: start from nothing.
@@ -366,6 +402,7 @@ def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict
     width = flit_layout(sp.fabric).size
     blocks = {
         "switch": system.switch,
+        "switch_as_built": SwitchAsBuilt(system.switch),
         "endpoint": system.endpoints[0],
         "home": system.homes[0],
         "link": system.link,
@@ -390,6 +427,8 @@ def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict
         entry["switch_luts_per_port"] = round(switch_luts / sp.ports, 1)
         entry["crossbar_luts_per_port"] = round(xbar_luts / sp.ports, 1)
         entry["switch_vs_crossbar"] = round(switch_luts / max(1, xbar_luts), 2)
+        built_luts = entry["switch_as_built"]["lut_total"]
+        entry["switch_as_built_vs_crossbar"] = round(built_luts / max(1, xbar_luts), 2)
         result["widelut" if widelut else "nowidelut"] = entry
     result["reference_crossbar8x64"] = REFERENCE_XBAR
     if fmax:
@@ -428,7 +467,7 @@ def table(report: dict) -> str:
             flag = " -nowidelut" if tag == "nowidelut" else ""
             lines.append(f"per block, each synthesized alone (synth_ecp5{flag}):")
             lines.append(
-                f"  {'block':<14}{'LUT4':>8}{'CCU2C':>7}{'LUT4+2C':>9}{'widemux':>8}"
+                f"  {'block':<16}{'LUT4':>8}{'CCU2C':>7}{'LUT4+2C':>9}{'widemux':>8}"
                 f"{'DPR16X4':>8}{'FF':>8}{'DP16KD':>7}"
             )
             for name in (*BLOCKS, "crossbar", "crossbar8x64"):
@@ -437,12 +476,17 @@ def table(report: dict) -> str:
                 x = a[name]
                 label = name if "ports" not in x else f"{name} {x['ports']}x{x['width']}"
                 lines.append(
-                    f"  {label:<14}{x['luts']:>8}{x['carry']:>7}{x['lut_total']:>9}"
+                    f"  {label:<16}{x['luts']:>8}{x['carry']:>7}{x['lut_total']:>9}"
                     f"{x['widemux']:>8}{x['dpram']:>8}{x['ffs']:>8}{x['brams']:>7}"
                 )
             lines.append(
                 f"  switch {a['switch_luts_per_port']} LUT4/port vs bare crossbar "
                 f"{a['crossbar_luts_per_port']} LUT4/port: x{a['switch_vs_crossbar']}"
+                + (
+                    f" (as built on the board: x{a['switch_as_built_vs_crossbar']})"
+                    if "switch_as_built_vs_crossbar" in a
+                    else ""
+                )
             )
         if "fmax" in area:
             lines.append("per block fmax, each placed and routed alone (out of context):")
@@ -463,6 +507,8 @@ def summary_line(report: dict) -> str:
         a = report["area"]["nowidelut"]
         line["block_luts"] = {k: a[k]["lut_total"] for k in BLOCKS if k in a}
         line["switch_vs_crossbar"] = a["switch_vs_crossbar"]
+        if "switch_as_built_vs_crossbar" in a:
+            line["switch_as_built_vs_crossbar"] = a["switch_as_built_vs_crossbar"]
         if "fmax" in report["area"]:
             line["block_fmax_mhz"] = {k: v["fmax_mhz"] for k, v in report["area"]["fmax"].items()}
     line["pnr_seconds"] = report["seconds"]["pnr"]

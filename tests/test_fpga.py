@@ -196,6 +196,26 @@ def test_block_fmax_places_a_block_out_of_context(tmp_path):
     assert path is not None and path["delay_ns"] > 0 and path["cells"] >= 2, path
 
 
+def test_switch_as_built_drops_the_table_writes_and_counters(tmp_path):
+    """The area report's ``switch_as_built`` is the switch without the ports the board leaves
+    unconnected: the same fabric ports, and fewer LUTs and flops than the whole switch (no
+    counter bank, tables fixed at build time)."""
+    from fpga.build import SwitchAsBuilt, synth_area
+    from unifab.hdl.switch.switch import Switch
+    from unifab.switch_config import SwitchParams
+
+    params = SwitchParams(ports=2, buffer_depth=2, ranges=1, rules=1)
+    built = SwitchAsBuilt(Switch(params))
+    assert set(built.signature.members) == {"inputs", "outputs", "xbar_error"}
+    whole = synth_area(Switch(params), name="whole", workdir=tmp_path, widelut=False)
+    as_built = synth_area(built, name="built", workdir=tmp_path, widelut=False)
+    assert 0 < as_built.lut_total < whole.lut_total and as_built.ffs < whole.ffs, (
+        whole,
+        as_built,
+    )
+    assert as_built.ffs > 0
+
+
 def test_ulx3s_top_synthesizes(tmp_path):
     """The whole ULX3S top through Yosys, as ``make fpga`` runs it, without place and route
     (about 3 minutes on one core). A synthesis-tool failure on the real design shows up here
@@ -254,6 +274,7 @@ def test_report_table_and_summary_line():
     xbar = blk | {"ports": 3, "width": 8}
     entry = {name: blk for name in BLOCKS} | {"crossbar": xbar, "crossbar8x64": xbar}
     entry |= {"switch_luts_per_port": 4.0, "crossbar_luts_per_port": 4.0, "switch_vs_crossbar": 1}
+    entry |= {"switch_as_built_vs_crossbar": 0.75}
     report = {
         "board": "ulx3s", "device": "d", "preset": "small", "luts": 1, "ffs": 2, "brams": 3,
         "fmax_mhz": 40.0, "target_mhz": 100.0, "timing_met": False, "luts_available": 9,
@@ -265,7 +286,9 @@ def test_report_table_and_summary_line():
     }  # fmt: skip
     text = table(report)
     assert "per block fmax" in text and "55.5 MHz" in text
+    assert "switch_as_built" in text and "as built on the board: x0.75" in text
     line = json.loads(summary_line(report))
+    assert line["switch_as_built_vs_crossbar"] == 0.75
     assert line["block_fmax_mhz"] == {"switch": 55.5}
     assert line["block_luts"]["switch"] == 12 and line["timing_met"] is False
 
