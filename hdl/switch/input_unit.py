@@ -257,13 +257,12 @@ class InputUnit(wiring.Component):
             # The departing flit's address; with registered_grant it is registered and the
             # flit read the next cycle, when its freed slot can at the earliest be written
             # again (the allocation and the buffer read become separate timing paths).
-            flits_r = flits.read_port(domain="comb")
             leave_addr = Cat(Array(q.r_slot for q in queues)[chosen_vc], chosen_vc)
             if p.registered_grant:
-                with m.If(departing):
-                    m.d.sync += flits_r.addr.eq(leave_addr)
+                flits_r = flits.read_port(domain="sync", transparent_for=(flits_w,))
             else:
-                m.d.comb += flits_r.addr.eq(leave_addr)
+                flits_r = flits.read_port(domain="comb")
+            m.d.comb += flits_r.addr.eq(leave_addr)
 
         # The flit itself: the same cycle, or with registered_grant the next one.
         if p.registered_grant:
