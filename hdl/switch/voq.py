@@ -88,7 +88,9 @@ class VoqLinks(wiring.Component):
         is_tail = Signal(d)
         head = [Signal(slot, name=f"head{o}") for o in range(n)]
         tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
-        count = [Signal(range(d + 1), name=f"count{o}") for o in range(n)]
+        # A queue holds a flit, else its head and tail are stale; a queue of one flit has
+        # head == tail (the slots of a longer one differ), so no count is needed.
+        has = [Signal(name=f"has{o}") for o in range(n)]
 
         # Lowest free slot.
         new = Signal(slot)
@@ -102,7 +104,7 @@ class VoqLinks(wiring.Component):
         m.d.comb += [front.eq(head_of[self.r_queue]), self.r_slot.eq(front), link_r.addr.eq(front)]
         for o in range(n):
             m.d.comb += [
-                self.nonempty[o].eq(count[o] != 0),
+                self.nonempty[o].eq(has[o]),
                 self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
                 self.head_is_tail[o].eq(is_tail.bit_select(head[o], 1)),
             ]
@@ -126,14 +128,14 @@ class VoqLinks(wiring.Component):
             deq = Signal(name=f"deq{o}")
             arr = Signal(name=f"arr{o}")
             m.d.comb += [deq.eq(self.r_en & (self.r_queue == o)), arr.eq(enq & (self.w_queue == o))]
-            left = Signal(range(d + 1), name=f"left{o}")  # after this cycle's departure
-            m.d.comb += left.eq(count[o] - deq)
-            m.d.sync += count[o].eq(left + arr)
+            emptied = Signal(name=f"emptied{o}")  # empty after this cycle's departure
+            m.d.comb += emptied.eq(~has[o] | (deq & (head[o] == tail[o])))
+            m.d.sync += has[o].eq(~emptied | arr)
             with m.If(deq):
                 m.d.sync += head[o].eq(link_r.data)
             with m.If(arr):
                 m.d.sync += tail[o].eq(new)
-                with m.If(left == 0):
+                with m.If(emptied):
                     m.d.sync += head[o].eq(new)
                 with m.Else():
                     # Link the new slot behind the current tail.
