@@ -123,13 +123,18 @@ def test_formal_input_unit_cover() -> None:
 
 
 def test_formal_input_unit_mutant_wrong_queue() -> None:
-    """Reading the VOQ of the wrong output sends a flit where its route did not say, or
-    one that is not there (a stale slot of an empty queue): the solver finds either."""
+    """Reading the VOQ of the wrong output sends a flit where its route did not say, one
+    that is not there (a stale slot of an empty queue), or one whose framing the granted
+    queue's did not describe (onto a VC it may not use): the solver finds any of them."""
     broken = mutant(InputUnit, "q.r_queue.eq(granted_out)", "q.r_queue.eq(0)")
     expect_fail(
         "input_unit_mutant",
         InputUnitHarness(dut_cls=broken),
         mode="bmc",
         depth=INPUT_UNIT_DEPTH,
-        expect=("on the output its route computed", "leaves once, after it arrived"),
+        expect=(
+            "on the output its route computed",
+            "leaves once, after it arrived",
+            "onto a VC it may use",
+        ),
     )

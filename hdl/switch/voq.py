@@ -102,11 +102,18 @@ class VoqLinks(wiring.Component):
         head_of = Array(head)
         front = Signal(slot)
         m.d.comb += [front.eq(head_of[self.r_queue]), self.r_slot.eq(front), link_r.addr.eq(front)]
+        # Each queue's front framing bits are kept in registers: a departure loads those of
+        # the slot behind the front (one read of the framing bits for all queues, at the
+        # link the departure follows), an arrival into an emptied queue its own.
+        front_head = [Signal(name=f"front_head{o}") for o in range(n)]
+        front_tail = [Signal(name=f"front_tail{o}") for o in range(n)]
+        next_head = is_head.bit_select(link_r.data, 1)
+        next_tail = is_tail.bit_select(link_r.data, 1)
         for o in range(n):
             m.d.comb += [
                 self.nonempty[o].eq(has[o]),
-                self.head_is_head[o].eq(is_head.bit_select(head[o], 1)),
-                self.head_is_tail[o].eq(is_tail.bit_select(head[o], 1)),
+                self.head_is_head[o].eq(front_head[o]),
+                self.head_is_tail[o].eq(front_tail[o]),
             ]
 
         enq = Signal()
@@ -132,11 +139,19 @@ class VoqLinks(wiring.Component):
             m.d.comb += emptied.eq(~has[o] | (deq & (head[o] == tail[o])))
             m.d.sync += has[o].eq(~emptied | arr)
             with m.If(deq):
-                m.d.sync += head[o].eq(link_r.data)
+                m.d.sync += [
+                    head[o].eq(link_r.data),
+                    front_head[o].eq(next_head),
+                    front_tail[o].eq(next_tail),
+                ]
             with m.If(arr):
                 m.d.sync += tail[o].eq(new)
                 with m.If(emptied):
-                    m.d.sync += head[o].eq(new)
+                    m.d.sync += [
+                        head[o].eq(new),
+                        front_head[o].eq(self.w_head),
+                        front_tail[o].eq(self.w_tail),
+                    ]
                 with m.Else():
                     # Link the new slot behind the current tail.
                     m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
