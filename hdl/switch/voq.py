@@ -7,8 +7,8 @@ mix of destinations fits, so the buffer never refuses a credited flit, and no qu
 ``depth`` deep on its own.
 
 :class:`VoqLinks` keeps the queues (slots, links, framing bits) and leaves the flits to the
-caller's memory, so that an input unit can hold every VC's flits in one RAM;
-:class:`SharedVoq` is the queues with their own flit memory.
+caller's memory at the slots it names, so that an input unit holds every VC's flits in one
+RAM.
 """
 
 from amaranth import *
@@ -16,14 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SharedVoq", "VoqLinks"]
-
-
-def _check(outputs: int, depth: int, width: int) -> None:
-    if outputs < 1 or depth < 1 or width < 1:
-        raise ValueError(
-            f"outputs, depth and width must be positive, not {outputs}, {depth}, {width}"
-        )
+__all__ = ["VoqLinks"]
 
 
 class VoqLinks(wiring.Component):
@@ -54,7 +47,8 @@ class VoqLinks(wiring.Component):
     """
 
     def __init__(self, *, outputs: int, depth: int):
-        _check(outputs, depth, 1)
+        if outputs < 1 or depth < 1:
+            raise ValueError(f"outputs and depth must be positive, not {outputs}, {depth}")
         self.outputs, self.depth = outputs, depth
         super().__init__(
             {
@@ -155,82 +149,4 @@ class VoqLinks(wiring.Component):
                 with m.Else():
                     # Link the new slot behind the current tail.
                     m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
-        return m
-
-
-class SharedVoq(wiring.Component):
-    """``outputs`` FIFO queues sharing ``depth`` slots of ``width`` bits: :class:`VoqLinks`
-    with its flit memory.
-
-    Ports
-    -----
-    w_en, w_queue, w_data, w_head, w_tail : In(1), In(range(outputs)), In(width), In(1), In(1)
-        Append ``w_data`` (a message's head flit when ``w_head``, its last when ``w_tail``)
-        to queue ``w_queue``.
-    nonempty : Out(outputs)
-        Queue ``o`` holds a flit.
-    head_is_head, head_is_tail : Out(outputs), Out(outputs)
-        The flit at the front of queue ``o`` starts / ends a message.
-    r_queue : In(range(outputs))
-        Queue whose front flit ``r_data`` shows.
-    r_data : Out(width)
-        The front flit of queue ``r_queue`` (combinational); with ``registered_read``, the
-        flit the previous cycle's ``r_en`` removed.
-    r_en : In(1)
-        Remove the front flit of queue ``r_queue`` (must be non-empty).
-    overflow : Out(1)
-        Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
-
-    ``registered_read`` moves the buffer read to the cycle after ``r_en``: the departure is
-    decided from the queue state alone and the flit is read from a registered slot number.
-    """
-
-    def __init__(self, *, outputs: int, depth: int, width: int, registered_read: bool = False):
-        _check(outputs, depth, width)
-        self.outputs, self.depth, self.width = outputs, depth, width
-        self.registered_read = registered_read
-        super().__init__(
-            {
-                "w_en": In(1),
-                "w_queue": In(range(outputs)),
-                "w_data": In(width),
-                "w_head": In(1),
-                "w_tail": In(1),
-                "nonempty": Out(outputs),
-                "head_is_head": Out(outputs),
-                "head_is_tail": Out(outputs),
-                "r_queue": In(range(outputs)),
-                "r_data": Out(width),
-                "r_en": In(1),
-                "overflow": Out(1),
-            }
-        )
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.links = q = VoqLinks(outputs=self.outputs, depth=self.depth)
-        m.submodules.data = data = Memory(shape=self.width, depth=self.depth, init=[])
-        data_w = data.write_port()
-        m.d.comb += [
-            q.w_en.eq(self.w_en),
-            q.w_queue.eq(self.w_queue),
-            q.w_head.eq(self.w_head),
-            q.w_tail.eq(self.w_tail),
-            q.r_queue.eq(self.r_queue),
-            q.r_en.eq(self.r_en),
-            self.nonempty.eq(q.nonempty),
-            self.head_is_head.eq(q.head_is_head),
-            self.head_is_tail.eq(q.head_is_tail),
-            self.overflow.eq(q.overflow),
-            data_w.addr.eq(q.w_slot),
-            data_w.data.eq(self.w_data),
-            data_w.en.eq(q.w_store),
-        ]
-        data_r = data.read_port(domain="comb")
-        if self.registered_read:
-            with m.If(self.r_en):
-                m.d.sync += data_r.addr.eq(q.r_slot)
-        else:
-            m.d.comb += data_r.addr.eq(q.r_slot)
-        m.d.comb += self.r_data.eq(data_r.data)
         return m
