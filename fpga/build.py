@@ -394,27 +394,25 @@ class SwitchAsBuilt(wiring.Component):
     counter bank): this is the switch that is on the chip.
     """
 
-    #: Ports of :class:`~unifab.hdl.switch.switch.Switch` the board leaves unconnected.
-    UNUSED = ("cfg_we", "cfg_addr", "cfg_data", "ctr_addr", "ctr_data")
-
     def __init__(self, switch: wiring.Component):
         self.switch = switch
         members = switch.signature.members
-        super().__init__({name: members[name] for name in members if name not in self.UNUSED})
+        super().__init__(
+            {
+                "inputs": members["inputs"],
+                "outputs": members["outputs"],
+                "xbar_error": members["xbar_error"],
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.switch = sw = self.switch
-        for name in self.signature.members:
-            outer, inner = getattr(self, name), getattr(sw, name)
-            for i in range(len(outer)) if name in ("inputs", "outputs") else (None,):
-                a, b = (outer, inner) if i is None else (outer[i], inner[i])
-                if name == "inputs":
-                    wiring.connect(m, wiring.flipped(a), b)
-                elif name == "outputs":
-                    wiring.connect(m, b, wiring.flipped(a))
-                else:
-                    m.d.comb += a.eq(b)
+        for outer, inner in zip(self.inputs, sw.inputs, strict=True):
+            wiring.connect(m, wiring.flipped(outer), inner)
+        for outer, inner in zip(self.outputs, sw.outputs, strict=True):
+            wiring.connect(m, inner, wiring.flipped(outer))
+        m.d.comb += self.xbar_error.eq(sw.xbar_error)
         return m
 
 

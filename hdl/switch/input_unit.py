@@ -262,17 +262,16 @@ class InputUnit(wiring.Component):
                 flits_r = flits.read_port(domain="sync", transparent_for=(flits_w,))
             else:
                 flits_r = flits.read_port(domain="comb")
-            m.d.comb += flits_r.addr.eq(leave_addr)
+            m.d.comb += [flits_r.addr.eq(leave_addr), self.out_flit.eq(flits_r.data)]
 
-        # The flit itself: the same cycle, or with registered_grant the next one.
+        # The flit itself (the VOQ's from its memory, above): the same cycle, or with
+        # registered_grant the next one.
         if p.registered_grant:
             sent_valid = Signal()
             sent_vc = Signal(f.vc_bits)
             m.d.sync += [sent_valid.eq(departing), sent_vc.eq(chosen_vc)]
             m.d.comb += [self.out_valid.eq(sent_valid), self.out_vc.eq(sent_vc)]
-            if voq:
-                m.d.comb += self.out_flit.eq(flits_r.data)
-            else:
+            if not voq:
                 sent_flit = Signal(flit)
                 for v in range(vcs):
                     with m.If(leave_vc[v]):
@@ -280,9 +279,7 @@ class InputUnit(wiring.Component):
                 m.d.comb += self.out_flit.eq(sent_flit)
         else:
             m.d.comb += [self.out_valid.eq(departing), self.out_vc.eq(chosen_vc)]
-            if voq:
-                m.d.comb += self.out_flit.eq(flits_r.data)
-            else:
+            if not voq:
                 for v in range(vcs):
                     with m.If(leave_vc[v]):
                         m.d.comb += self.out_flit.eq(front_flits[v])
