@@ -175,11 +175,17 @@ def synth_area(
     return _area(_hier_cells(data, top, {}))
 
 
-def block_fmax(platform, *, name: str, workdir: Path, seed: int = 1) -> dict:
+def block_fmax(
+    platform, *, name: str, workdir: Path, seed: int = 1, options: tuple[str, ...] = ()
+) -> dict:
     """Places and routes one block's netlist (from :func:`synth_area` with ``netlist``) on the
     board's device out of context (no I/O buffers; the block's ports are left unplaced) and
     returns nextpnr's fmax of its clock and its critical path. Paths through the ports are
-    not timed: this is the block's internal register-to-register limit."""
+    not timed: this is the block's internal register-to-register limit. ``options`` are
+    more nextpnr options: :func:`area_report` gives the board's (``Board.nextpnr_opts``), so
+    a block is placed and routed as in the whole design (router2 gives a block 15-20 %
+    less fmax than nextpnr's default router1, which cannot route the whole design in time:
+    docs/fpga.md)."""
     dev = platform._nextpnr_device_options[platform.device]
     pkg = platform._nextpnr_package_options[platform.package].upper()
     report = workdir / f"{name}-pnr.json"
@@ -195,6 +201,7 @@ def block_fmax(platform, *, name: str, workdir: Path, seed: int = 1) -> dict:
         "--report", report.name,
         "--timing-allow-fail",
         "--seed", str(seed),
+        *options,
     ]  # fmt: skip
     seconds = run(cmd, cwd=workdir, log=workdir / f"{name}-pnr.log")
     pnr = json.loads(report.read_text())
@@ -468,7 +475,7 @@ def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict
     if fmax:
         platform = platform_for(b)
         result["fmax"] = {
-            label: block_fmax(platform, name=label, workdir=out / "area")
+            label: block_fmax(platform, name=label, workdir=out / "area", options=b.nextpnr_opts)
             for label, block in blocks.items()
             if block is not None
         }

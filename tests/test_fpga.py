@@ -194,6 +194,16 @@ def test_block_fmax_places_a_block_out_of_context(tmp_path):
     assert 50 < result["fmax_mhz"] < 1000, result
     path = result["critical_path"]
     assert path is not None and path["delay_ns"] > 0 and path["cells"] >= 2, path
+    assert "Running router2" not in (tmp_path / "xbar-pnr.log").read_text()
+    # The board's options reach nextpnr (the area report passes the board's router).
+    result = block_fmax(
+        platform_for(BOARDS["ulx3s"]),
+        name="xbar",
+        workdir=tmp_path,
+        options=("--router", "router2"),
+    )
+    assert 50 < result["fmax_mhz"] < 1000, result
+    assert "Running router2" in (tmp_path / "xbar-pnr.log").read_text()
 
 
 def test_switch_as_built_drops_the_table_writes_and_counters(tmp_path):
@@ -304,6 +314,29 @@ def test_area_report_starts_from_a_fresh_directory(tmp_path, monkeypatch):
     fb.area_report(BOARDS["ulx3s"], "small", out=tmp_path)
     assert not stale.exists()
     assert seen and not any(seen.values()), seen
+
+
+def test_area_report_places_blocks_with_the_boards_nextpnr_options(tmp_path, monkeypatch):
+    """Each block's own fmax comes from the board's nextpnr options (router2 and the placer
+    weights), so it can be compared with the whole design's."""
+    import fpga.build as fb
+
+    def fake_synth_area(block, *, name, workdir, widelut, netlist=False):
+        return fb.BlockArea(luts=100, carry=0, widemux=0, dpram=0, ffs=10, brams=0)
+
+    seen: dict[str, tuple] = {}
+
+    def fake_block_fmax(platform, *, name, workdir, seed=1, options=()):
+        seen[name] = options
+        return {"fmax_mhz": 50.0, "critical_path": None, "pnr_seconds": 1.0}
+
+    monkeypatch.setattr(fb, "synth_area", fake_synth_area)
+    monkeypatch.setattr(fb, "block_fmax", fake_block_fmax)
+    b = BOARDS["ulx3s"]
+    fb.area_report(b, "small", out=tmp_path, fmax=True)
+    assert set(fb.BLOCKS) <= set(seen), seen
+    assert all(o == b.nextpnr_opts for o in seen.values()), seen
+    assert "router2" in b.nextpnr_opts
 
 
 def test_report_table_and_summary_line():
