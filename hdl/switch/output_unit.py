@@ -33,11 +33,14 @@ class OutputUnit(wiring.Component):
         From the crossbar: the flit crossing this cycle (the granted one, in the same cycle
         as ``alloc_*`` or, when the switch registers its grants, in the next).
     credit_ok : Out(vcs)
-        A credit is held for the VC.
+        A credit is held for the VC (from a flop, loaded with the next count's test: the
+        allocation that reads it starts from registers).
     may_head : Out(vcs)
         The VC is free: a new message may start on it.
     owner : Out(ArrayLayout(range(n_in), vcs))
         The input whose message holds the VC (meaningful while it is not free).
+    owned_by : Out(ArrayLayout(n_in, vcs))
+        ``owner`` one-hot, from flops (an input's "this VC is mine" without a compare).
     wanted : In(1)
         Some input has a flit for this output that waits only for a credit (for
         ``credit_stalls``).
@@ -62,6 +65,7 @@ class OutputUnit(wiring.Component):
             "credit_ok": Out(f.vcs),
             "may_head": Out(f.vcs),
             "owner": Out(data.ArrayLayout(range(n_in), f.vcs)),
+            "owned_by": Out(data.ArrayLayout(n_in, f.vcs)),
             "wanted": In(1),
         }
         members["events"] = Out(len(OUTPUT_COUNTERS))
@@ -80,18 +84,25 @@ class OutputUnit(wiring.Component):
         busy = Signal(f.vcs)
         for v in range(f.vcs):
             credits = Signal(range(depth + 1), init=depth, name=f"credits{v}")
+            credit_ok = Signal(init=depth != 0, name=f"credit_ok{v}")
+            next_credits = Signal(range(depth + 1), name=f"next_credits{v}")
             send = Signal(name=f"send{v}")
             m.d.comb += [
                 send.eq(self.alloc_valid & (self.alloc_vc == v)),
-                self.credit_ok[v].eq(credits != 0),
+                next_credits.eq(credits - send + self.out.credit[v]),
+                self.credit_ok[v].eq(credit_ok),
                 self.may_head[v].eq(~busy[v]),
             ]
-            m.d.sync += credits.eq(credits - send + self.out.credit[v])
+            m.d.sync += [credits.eq(next_credits), credit_ok.eq(next_credits != 0)]
             with m.If(send):
                 with m.If(self.alloc_tail):
                     m.d.sync += busy[v].eq(0)
                 with m.Elif(self.alloc_head):
-                    m.d.sync += [busy[v].eq(1), self.owner[v].eq(self.alloc_src)]
+                    m.d.sync += [
+                        busy[v].eq(1),
+                        self.owner[v].eq(self.alloc_src),
+                        self.owned_by[v].eq(1 << self.alloc_src),
+                    ]
         event = {f"flits_out{c}": self.alloc_valid & (self.alloc_vc[:2] == c) for c in range(4)}
         event["credit_stalls"] = self.wanted
         m.d.comb += self.events.eq(Cat(event[name] for name in OUTPUT_COUNTERS))

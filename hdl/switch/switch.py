@@ -174,7 +174,7 @@ class Switch(wiring.Component):
             for o in range(n_all):
                 if o < n:
                     out = outputs[o]
-                    mine = Cat(out.owner[v] == i for v in range(f.vcs))
+                    mine = Cat(out.owned_by[v][i] for v in range(f.vcs))
                     credit_ok, may_head = out.credit_ok, out.may_head
                     may_body = ~out.may_head & mine
                 else:
