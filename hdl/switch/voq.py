@@ -12,7 +12,7 @@ RAM.
 """
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -73,13 +73,14 @@ class VoqLinks(wiring.Component):
         n, d = self.outputs, self.depth
         slot = range(d)
 
-        m.submodules.links = links = Memory(shape=slot, depth=d, init=[])
+        # A link names the slot behind another in its queue and carries that slot's framing
+        # bits, so a departure learns the new front's framing from the same read.
+        link = data.StructLayout({"slot": slot, "head": 1, "tail": 1})
+        m.submodules.links = links = Memory(shape=link, depth=d, init=[])
         link_w = links.write_port()
         link_r = links.read_port(domain="comb")
 
         free = Signal(d, init=(1 << d) - 1)
-        is_head = Signal(d)
-        is_tail = Signal(d)
         head = [Signal(slot, name=f"head{o}") for o in range(n)]
         tail = [Signal(slot, name=f"tail{o}") for o in range(n)]
         # A queue holds a flit, else its head and tail are stale; a queue of one flit has
@@ -97,12 +98,10 @@ class VoqLinks(wiring.Component):
         front = Signal(slot)
         m.d.comb += [front.eq(head_of[self.r_queue]), self.r_slot.eq(front), link_r.addr.eq(front)]
         # Each queue's front framing bits are kept in registers: a departure loads those of
-        # the slot behind the front (one read of the framing bits for all queues, at the
-        # link the departure follows), an arrival into an emptied queue its own.
+        # the slot behind the front (from the link it follows), an arrival into an emptied
+        # queue its own.
         front_head = [Signal(name=f"front_head{o}") for o in range(n)]
         front_tail = [Signal(name=f"front_tail{o}") for o in range(n)]
-        next_head = is_head.bit_select(link_r.data, 1)
-        next_tail = is_tail.bit_select(link_r.data, 1)
         for o in range(n):
             m.d.comb += [
                 self.nonempty[o].eq(has[o]),
@@ -119,11 +118,6 @@ class VoqLinks(wiring.Component):
         take = Mux(enq, 1 << new, 0)
         give = Mux(self.r_en, Const(1, d) << front, 0)
         m.d.sync += free.eq((free & ~take) | give)
-        with m.If(enq):
-            m.d.sync += [
-                is_head.bit_select(new, 1).eq(self.w_head),
-                is_tail.bit_select(new, 1).eq(self.w_tail),
-            ]
 
         for o in range(n):
             deq = Signal(name=f"deq{o}")
@@ -134,9 +128,9 @@ class VoqLinks(wiring.Component):
             m.d.sync += has[o].eq(~emptied | arr)
             with m.If(deq):
                 m.d.sync += [
-                    head[o].eq(link_r.data),
-                    front_head[o].eq(next_head),
-                    front_tail[o].eq(next_tail),
+                    head[o].eq(link_r.data.slot),
+                    front_head[o].eq(link_r.data.head),
+                    front_tail[o].eq(link_r.data.tail),
                 ]
             with m.If(arr):
                 m.d.sync += tail[o].eq(new)
@@ -148,5 +142,9 @@ class VoqLinks(wiring.Component):
                     ]
                 with m.Else():
                     # Link the new slot behind the current tail.
-                    m.d.comb += [link_w.addr.eq(tail[o]), link_w.data.eq(new), link_w.en.eq(1)]
+                    m.d.comb += [
+                        link_w.addr.eq(tail[o]),
+                        link_w.data.eq(Cat(new, self.w_head, self.w_tail)),
+                        link_w.en.eq(1),
+                    ]
         return m
