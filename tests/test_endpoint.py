@@ -879,8 +879,9 @@ def sim_env_run(env: Env, model: HomeModel, bench) -> None:
 def test_cache_arrays_against_model(sets, ways):
     """CacheArrays against a Python model: the tag lookup shows, from registers, the set given
     a cycle earlier as it is now (a tag write to it in that same cycle included, whatever the
-    controller does), and the data array reads the words written before, byte by byte (the
-    previous cycle's write, still in the write register, included)."""
+    controller does), with each way's hit on the tag given with it, and the data array reads
+    the words written before, byte by byte (the previous cycle's write, still in the write
+    register, included)."""
     from amaranth import Value
 
     from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
@@ -895,20 +896,28 @@ def test_cache_arrays_against_model(sets, ways):
     words = [0] * geom.words
     forwarded = 0
     forwarded_data = 0
+    hits = forwarded_hits = 0
 
     async def bench(ctx):
-        nonlocal forwarded, forwarded_data
-        looked_up = None
+        nonlocal forwarded, forwarded_data, hits, forwarded_hits
+        looked_up = looked_tag = last_tag_write = None
         last_write = None  # (word, strobe) of the previous cycle's data write
         for cyc in range(600):
             s = rng.randrange(sets)
+            # The tag to compare: mostly one held in the set (a hit if valid), else any.
+            tb = geom.tag_bits
+            held = [tags[s][k] & ((1 << tb) - 1) for k in range(ways)]
+            t = rng.choice(held) if rng.random() < 0.7 else rng.getrandbits(tb)
             we = rng.random() < 0.5
             ws, ww, wd = rng.randrange(sets), rng.randrange(ways), rng.getrandbits(entry_bits)
+            if rng.random() < 0.3:
+                wd = t | rng.randrange(4) << tb  # the tag being looked up (a forwarded hit)
             ra, wa = rng.randrange(geom.words), rng.randrange(geom.words)
             if last_write is not None and rng.random() < 0.3:
                 ra = last_write[0]  # read the word written a cycle ago (forwarded)
             strb, wdata = rng.getrandbits(w // 8), rng.getrandbits(w)
             ctx.set(dut.lookup_set, s)
+            ctx.set(dut.lookup_tag, t)
             ctx.set(dut.tag_we, we)
             ctx.set(dut.tag_set, ws)
             ctx.set(dut.tag_way, ww)
@@ -921,18 +930,29 @@ def test_cache_arrays_against_model(sets, ways):
                 got = ctx.get(Value.cast(dut.lookup))
                 want = sum(tags[looked_up][k] << (k * entry_bits) for k in range(ways))
                 assert got == want, f"seed {seed} cycle {cyc}: set {looked_up}"
+                want_hit = sum(
+                    1 << k
+                    for k in range(ways)
+                    if tags[looked_up][k] >> tb != I.value
+                    and tags[looked_up][k] & ((1 << tb) - 1) == looked_tag
+                )
+                assert ctx.get(dut.lookup_hit) == want_hit, f"seed {seed} cycle {cyc}: hits"
+                hits += want_hit != 0
+                forwarded_hits += want_hit != 0 and last_tag_write == looked_up
             assert ctx.get(dut.data_rdata) == words[ra], f"seed {seed} cycle {cyc}: word {ra}"
             if last_write is not None and last_write[0] == ra and last_write[1]:
                 forwarded_data += 1
             await ctx.tick()
+            last_tag_write = ws if we else None
             if we:
                 forwarded += ws == s
                 tags[ws][ww] = wd
             mask = sum(0xFF << (8 * i) for i in range(w // 8) if strb >> i & 1)
             words[wa] = (words[wa] & ~mask) | (wdata & mask)
             last_write = (wa, strb)
-            looked_up = s
+            looked_up, looked_tag = s, t
 
     simulate(dut, bench, name=f"cache_arrays_{sets}x{ways}")
     assert forwarded > 20, "tag writes to the set being looked up were exercised"
     assert forwarded_data > 50, "reads of the word written the cycle before were exercised"
+    assert hits > 100 and forwarded_hits > 10, (hits, forwarded_hits)

@@ -231,11 +231,8 @@ class Endpoint(wiring.Component):
             ltag.eq(g.tag_of(lk_addr)),
             arrays.lookup_set.eq(g.set_of(lk_next)),
         ]
-        hit_bits = [
-            (arrays.lookup[way].state != CacheState.I) & (arrays.lookup[way].tag == ltag)
-            for way in range(g.ways)
-        ]
-        hit, hit_way = _first(m, hit_bits, "hit")
+        m.d.comb += arrays.lookup_tag.eq(g.tag_of(lk_next))
+        hit, hit_way = _first(m, list(arrays.lookup_hit), "hit")
         hit_state = Signal(CacheState)
         m.d.comb += hit_state.eq(
             Mux(hit, pick(m, arrays.lookup, hit_way, g.ways, "hit_entry").state, CacheState.I)
