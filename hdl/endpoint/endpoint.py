@@ -279,7 +279,11 @@ class Endpoint(wiring.Component):
         m.d.comb += victim_way.eq(Mux(free_way_any, free_way, Mux(rr_ok, rr, unres_way)))
         victim = pick(m, arrays.lookup, victim_way, g.ways, "victim")
         victim_valid = Signal()
-        m.d.comb += victim_valid.eq(victim.state != CacheState.I)
+        victim_dirty = Signal()
+        m.d.comb += [
+            victim_valid.eq(victim.state != CacheState.I),
+            victim_dirty.eq(victim.state == CacheState.M),
+        ]
 
         conflict = Signal()
         m.d.comb += conflict.eq(
@@ -355,6 +359,23 @@ class Endpoint(wiring.Component):
             )
             m.d.comb += cacheable.eq(~nc)
 
+        # The held operation decoded: an atomic (awuser), an unsupported one (SLVERR).
+        aop = op.user[:4]
+        asize = op.user[4:6]
+        nbytes = Signal(5)
+        m.d.comb += nbytes.eq(1 << asize)
+        is_atomic = Signal()
+        m.d.comb += is_atomic.eq(op.write & (aop != 0))
+        bad_atomic = (
+            (aop > 8)
+            | ((op.addr[:4] & (nbytes - 1)[:4]) != 0)
+            | ((aop == 3) & ((op.addr[:5] & ((nbytes << 1) - 1)[:5]) != 0))
+            | ((op.addr[:beat_shift] + Mux(aop == 3, nbytes << 1, nbytes)) > bb)
+        )
+        op_error = Signal()
+        m.d.comb += op_error.eq(op.err | (is_atomic & bad_atomic))
+        opbeat = beat_of(op.addr)
+
         # MSHR of the message being handled (responses carry tag = MSHR index).
         k = Signal(range(max(2, n)))
         m.d.comb += k.eq(hdr.tag[: max(1, (n - 1).bit_length())])
@@ -376,14 +397,21 @@ class Endpoint(wiring.Component):
                 with m.If(idx == i):
                     m.d.sync += [getattr(ev[i], key).eq(v) for key, v in fields.items()]
 
-        def tag_write(set_: Value, way: Value, tag: Value, state: Value, event: bool = True):
+        # The tag and data write ports' address and data are driven per state, outside the
+        # controller's decisions (only the enable and the strobe wait for those): a decision
+        # then fans out to a few enables, not to a few hundred multiplexer selects.
+        def tag_entry(set_: Value, way: Value, tag: Value, state: Value) -> None:
             m.d.comb += [
-                arrays.tag_we.eq(1),
                 arrays.tag_set.eq(set_),
                 arrays.tag_way.eq(way),
                 arrays.tag_data.tag.eq(tag),
                 arrays.tag_data.state.eq(state),
             ]
+
+        def tag_write(set_: Value, tag: Value, state: Value, event: bool = True) -> None:
+            """Writes the entry ``tag_entry`` drives in this state (``set_``, ``tag`` and
+            ``state`` the same: they name the line of the state change event)."""
+            m.d.comb += arrays.tag_we.eq(1)
             if event:
                 m.d.comb += [
                     sc.valid.eq(1),
@@ -391,48 +419,77 @@ class Endpoint(wiring.Component):
                     sc.state.eq(state),
                 ]
 
-        def push(*, resp=AxiResp.OKAY, rdata=0, wait=0, idx=0) -> None:
-            m.d.comb += [
-                rq.w_en.eq(1),
-                rq_in.write.eq(op.write),
-                rq_in.last.eq(op.last),
-                rq_in.id.eq(op.id),
-                rq_in.resp.eq(resp),
-                rq_in.data.eq(rdata),
-                rq_in.wait.eq(wait),
-                rq_in.idx.eq(idx),
-            ]
+        def push() -> None:
+            """Answers the held operation: ``rq_in`` (below) is what its branch in OP gives."""
+            m.d.comb += rq.w_en.eq(1)
             m.d.sync += op_held.eq(0)
 
-        # A free MSHR's wide fields follow the held operation every cycle, so the one
-        # allocated holds them already: only its control bits wait for the controller's
-        # decision (a long path), not a few hundred flops' enables. Nothing reads a free
-        # MSHR's fields.
+        # What OP's branch that allocates an MSHR puts in it: an atomic, a non-cacheable
+        # access, an upgrade of a hit (a store to S) or a miss's read into the victim's way.
+        alloc_opcode = Signal(Opcode, init=Opcode.READ_SHARED)
+        with m.If(is_atomic):
+            m.d.comb += alloc_opcode.eq(Opcode.ATOMIC_ADD.value - 1 + aop)
+        with m.Elif(~cacheable):
+            m.d.comb += alloc_opcode.eq(Mux(op.write, Opcode.NC_WRITE, Opcode.NC_READ))
+        with m.Elif(hit):
+            m.d.comb += alloc_opcode.eq(Opcode.UPGRADE)
+        with m.Else():
+            m.d.comb += alloc_opcode.eq(Mux(op.write, Opcode.READ_UNIQUE, Opcode.READ_SHARED))
+        alloc_cached = Signal()
+        m.d.comb += alloc_cached.eq(~is_atomic & cacheable)
+
+        # A free MSHR's fields follow the held operation (and what OP would allocate for it)
+        # every cycle, so the one allocated holds them already: only its busy bit waits for
+        # the controller's decision (a long path), not a few hundred flops' enables. Nothing
+        # reads a free MSHR's fields (everything that does checks busy first).
         for i in range(n):
             with m.If(~mshr[i].busy):
                 m.d.sync += [
+                    mshr[i].active.eq(1),
+                    mshr[i].pending.eq(1),
+                    mshr[i].done.eq(0),
+                    mshr[i].opcode.eq(alloc_opcode),
+                    mshr[i].cached.eq(alloc_cached),
+                    mshr[i].store.eq(alloc_cached & op.write),
+                    mshr[i].way.eq(Mux(hit, hit_way, victim_way)),
+                    mshr[i].size.eq(asize),
+                    mshr[i].resp.eq(AxiResp.OKAY),
                     mshr[i].addr.eq(op.addr),
                     mshr[i].data.eq(op.data),
                     mshr[i].strb.eq(op.strb),
                     mshr[i].rdata.eq(0),
                     mshr[i].buser.eq(0),
                 ]
+        # The same for free eviction slots: the one a miss's victim takes holds the victim.
+        for i in range(n):
+            with m.If(~ev[i].busy):
+                m.d.sync += [
+                    ev[i].pending.eq(0),
+                    ev[i].snoop.eq(1),
+                    ev[i].dirty.eq(victim_dirty),
+                    ev[i].addr.eq(g.line_addr(victim.tag, lset)),
+                ]
 
-        def allocate(opcode: Value, *, cached=0, store=0, way=0, size=0) -> None:
-            mshr_set(
-                free_mshr,
-                busy=1,
-                active=1,
-                pending=1,
-                done=0,
-                opcode=opcode,
-                cached=cached,
-                store=store,
-                way=way,
-                size=size,
-                resp=AxiResp.OKAY,
-            )
-            push(wait=1, idx=free_mshr)
+        # The answer OP's branch pushes (only its push enables the write): SLVERR for an
+        # unsupported or bad operation, a hit read's data, else OKAY; an allocation's answer
+        # waits for its MSHR (the only branches that push besides the error and the hits).
+        m.d.comb += [
+            rq_in.write.eq(op.write),
+            rq_in.last.eq(op.last),
+            rq_in.id.eq(op.id),
+            rq_in.resp.eq(Mux(op_error, AxiResp.SLVERR, AxiResp.OKAY)),
+            rq_in.data.eq(Mux(op.write | op.err, 0, arrays.data_rdata)),
+            rq_in.wait.eq(
+                ~op_error
+                & (is_atomic | ~cacheable | ~hit | (op.write & (hit_state == CacheState.S)))
+            ),
+            rq_in.idx.eq(free_mshr),
+        ]
+
+        def allocate() -> None:
+            """Takes the first free MSHR (its fields are loaded already, above)."""
+            mshr_set(free_mshr, busy=1)
+            push()
 
         def complete(idx: Value, resp: Value = AxiResp.OKAY) -> None:
             mshr_set(idx, done=1, active=0, pending=0, resp=resp)
@@ -493,8 +550,9 @@ class Endpoint(wiring.Component):
                     decide.in_evict.eq(ev_hit),
                     decide.evict_dirty.eq(pick(m, ev, ev_hit_idx, n, "ev_hit_entry").dirty),
                 ]
+                tag_entry(lset, hit_way, ltag, decide.new_state)
                 with m.If(hit & (decide.new_state != hit_state)):
-                    tag_write(lset, hit_way, ltag, decide.new_state)
+                    tag_write(lset, ltag, decide.new_state)
                 with m.If(ev_hit & decide.evict_drop):
                     ev_set(ev_hit_idx, snoop=0)
                 m.d.sync += [
@@ -590,21 +648,20 @@ class Endpoint(wiring.Component):
                 m.next = "IDLE"
                 is_err = hdr.opcode == Opcode.ERROR
                 err_resp = Mux(hdr.err == ErrorCode.DECODE, AxiResp.DECERR, AxiResp.SLVERR)
+                # An upgrade granted: its store merged into the S copy, now M.
+                m.d.comb += [
+                    arrays.data_waddr.eq(g.word(g.set_of(mk.addr), mk.way, beat_of(mk.addr))),
+                    arrays.data_wdata.eq(mk.data),
+                ]
+                tag_entry(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), CacheState.M)
                 with m.If(e_ok), m.If((hdr.opcode == Opcode.COMP) | is_err):
                     ev_set(e_idx, busy=0, pending=0, snoop=0)
                 with m.Elif(k_ok):
                     with m.If(is_err):
                         complete(k, err_resp)
                     with m.Elif((hdr.opcode == Opcode.COMP) & (mk.opcode == Opcode.UPGRADE)):
-                        # Upgrade granted: merge the store into the S copy, now M.
-                        m.d.comb += [
-                            arrays.data_waddr.eq(
-                                g.word(g.set_of(mk.addr), mk.way, beat_of(mk.addr))
-                            ),
-                            arrays.data_wdata.eq(mk.data),
-                            arrays.data_wstrb.eq(mk.strb),
-                        ]
-                        tag_write(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), CacheState.M)
+                        m.d.comb += arrays.data_wstrb.eq(mk.strb)
+                        tag_write(g.set_of(mk.addr), g.tag_of(mk.addr), CacheState.M)
                         complete(k)
                         send_ack(hdr.src)
                     with m.Elif((hdr.opcode == Opcode.COMP) & (mk.opcode == Opcode.NC_WRITE)):
@@ -614,21 +671,20 @@ class Endpoint(wiring.Component):
             with m.State("DAT"):
                 m.d.comb += dat_in.ready.eq(1)
                 is_line = (hdr.opcode == Opcode.COMP_DATA) | (hdr.opcode == Opcode.FWD_DATA)
+                merged = Signal(w)
+                m.d.comb += merged.eq(beat_in.data)
+                with m.If(mk.store & (b == beat_of(mk.addr))):
+                    m.d.comb += merged.eq(
+                        (beat_in.data & ~strb_mask(mk.strb)) | (mk.data & strb_mask(mk.strb))
+                    )
+                m.d.comb += [
+                    arrays.data_waddr.eq(g.word(g.set_of(mk.addr), mk.way, b)),
+                    arrays.data_wdata.eq(merged),
+                ]
                 with m.If(dat_in.valid):
                     m.d.sync += b.eq(b + 1)
                     with m.If(k_ok & is_line & mk.cached):
-                        merged = Signal(w)
-                        m.d.comb += merged.eq(beat_in.data)
-                        with m.If(mk.store & (b == beat_of(mk.addr))):
-                            m.d.comb += merged.eq(
-                                (beat_in.data & ~strb_mask(mk.strb))
-                                | (mk.data & strb_mask(mk.strb))
-                            )
-                        m.d.comb += [
-                            arrays.data_waddr.eq(g.word(g.set_of(mk.addr), mk.way, b)),
-                            arrays.data_wdata.eq(merged),
-                            arrays.data_wstrb.eq(-1),
-                        ]
+                        m.d.comb += arrays.data_wstrb.eq(-1)
                     with m.If(k_ok & (b == beat_of(mk.addr))):
                         mshr_set(k, rdata=beat_in.data)
                     with m.If(k_ok & (hdr.opcode == Opcode.ATOMIC_DATA)):
@@ -639,11 +695,10 @@ class Endpoint(wiring.Component):
                 m.next = "IDLE"
                 is_line = (hdr.opcode == Opcode.COMP_DATA) | (hdr.opcode == Opcode.FWD_DATA)
                 poison_resp = Mux(hdr.poison, AxiResp.SLVERR, AxiResp.OKAY)
+                new_state = Mux(hdr.poison, CacheState.I, Mux(mk.store, CacheState.M, hdr.state))
+                tag_entry(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), new_state)
                 with m.If(k_ok & is_line & mk.cached):
-                    new_state = Mux(
-                        hdr.poison, CacheState.I, Mux(mk.store, CacheState.M, hdr.state)
-                    )
-                    tag_write(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), new_state)
+                    tag_write(g.set_of(mk.addr), g.tag_of(mk.addr), new_state)
                     complete(k, poison_resp)
                     send_ack(Mux(hdr.opcode == Opcode.FWD_DATA, hdr.fwd, hdr.src))
                 with m.Elif(k_ok & (hdr.opcode == Opcode.COMP_DATA)):
@@ -663,76 +718,56 @@ class Endpoint(wiring.Component):
             # ---- the held AXI operation ---------------------------------------------------
             with m.State("OP"):
                 m.next = "IDLE"
-                aop = op.user[:4]
-                asize = op.user[4:6]
-                nbytes = Signal(5)
-                m.d.comb += nbytes.eq(1 << asize)
-                is_atomic = op.write & (aop != 0)
-                bad_atomic = (
-                    (aop > 8)
-                    | ((op.addr[:4] & (nbytes - 1)[:4]) != 0)
-                    | ((aop == 3) & ((op.addr[:5] & ((nbytes << 1) - 1)[:5]) != 0))
-                    | ((op.addr[:beat_shift] + Mux(aop == 3, nbytes << 1, nbytes)) > bb)
+                m.d.comb += [
+                    arrays.data_raddr.eq(g.word(lset, hit_way, opbeat)),
+                    arrays.data_waddr.eq(g.word(lset, hit_way, opbeat)),
+                    arrays.data_wdata.eq(op.data),
+                ]
+                # A hit's E -> M (hit) or a miss's way, emptied for the fill (below).
+                tag_entry(
+                    lset, Mux(hit, hit_way, victim_way), ltag, Mux(hit, CacheState.M, CacheState.I)
                 )
-                opbeat = beat_of(op.addr)
-                m.d.comb += arrays.data_raddr.eq(g.word(lset, hit_way, opbeat))
-                with m.If(op.err | (is_atomic & bad_atomic)):
-                    push(resp=AxiResp.SLVERR)
+                # Only read in EVICT_COPY, which only a victim's eviction enters.
+                m.d.sync += [
+                    copy_ev.eq(free_ev),
+                    copy_word.eq(g.word(lset, victim_way, 0)),
+                    b.eq(0),
+                ]
+                with m.If(op_error):
+                    push()
                 with m.Elif(is_atomic), m.If(free_mshr_any & ~conflict):
-                    allocate(Opcode.ATOMIC_ADD.value - 1 + aop, size=asize)
+                    allocate()
                 with m.Elif(~cacheable), m.If(free_mshr_any & ~nc_conflict):
-                    allocate(Mux(op.write, Opcode.NC_WRITE, Opcode.NC_READ))
+                    allocate()
                 with m.Elif(conflict):
                     pass  # wait for the line's MSHR / eviction
                 with m.Elif(hit & ~op.write):
-                    push(rdata=arrays.data_rdata)
+                    push()
                     m.d.sync += self.hits.eq(self.hits + 1)
                 with m.Elif(hit & (hit_state != CacheState.S)):
-                    m.d.comb += [
-                        arrays.data_waddr.eq(g.word(lset, hit_way, opbeat)),
-                        arrays.data_wdata.eq(op.data),
-                        arrays.data_wstrb.eq(op.strb),
-                    ]
+                    m.d.comb += arrays.data_wstrb.eq(op.strb)
                     with m.If(hit_state == CacheState.E):
-                        tag_write(lset, hit_way, ltag, CacheState.M)
+                        tag_write(lset, ltag, CacheState.M)
                     push()
                     m.d.sync += self.hits.eq(self.hits + 1)
                 with m.Elif(hit & free_mshr_any):  # store to S (waits without an MSHR)
-                    allocate(Opcode.UPGRADE, cached=1, store=1, way=hit_way)
+                    allocate()
                     m.d.sync += self.misses.eq(self.misses + 1)
                 with m.Elif(hit):
                     pass
                 with m.Elif(free_mshr_any & unres_any & (~victim_valid | free_ev_any)):
-                    allocate(
-                        Mux(op.write, Opcode.READ_UNIQUE, Opcode.READ_SHARED),
-                        cached=1,
-                        store=op.write,
-                        way=victim_way,
-                    )
+                    allocate()
                     m.d.sync += self.misses.eq(self.misses + 1)
-                    tag_write(lset, victim_way, ltag, CacheState.I, event=False)
+                    tag_write(lset, ltag, CacheState.I, event=False)
                     with m.If(victim_valid):
                         m.d.comb += [
                             sc.valid.eq(1),
                             sc.addr.eq(g.line_addr(victim.tag, lset)),
                             sc.state.eq(CacheState.I),
                         ]
-                        dirty = victim.state == CacheState.M
-                        ev_set(
-                            free_ev,
-                            busy=1,
-                            pending=0,
-                            snoop=1,
-                            dirty=dirty,
-                            addr=g.line_addr(victim.tag, lset),
-                        )
-                        m.d.sync += [
-                            copy_ev.eq(free_ev),
-                            copy_word.eq(g.word(lset, victim_way, 0)),
-                            b.eq(0),
-                            rr.eq(Mux(rr == g.ways - 1, 0, rr + 1)),
-                        ]
-                        with m.If(dirty):
+                        ev_set(free_ev, busy=1)
+                        m.d.sync += rr.eq(Mux(rr == g.ways - 1, 0, rr + 1))
+                        with m.If(victim_dirty):
                             m.d.sync += self.writebacks.eq(self.writebacks + 1)
                         m.next = "EVICT_COPY"
             with m.State("EVICT_COPY"):
