@@ -222,7 +222,6 @@ class Endpoint(wiring.Component):
         lk_addr = Signal(ADDR_BITS)
         # What lk_addr holds next cycle: the tag arrays look that set up a cycle ahead.
         lk_next = Signal(ADDR_BITS)
-        m.d.comb += lk_next.eq(lk_addr)
         m.d.sync += lk_addr.eq(lk_next)
         lset = Signal(max(1, g.set_bits))
         ltag = Signal(g.tag_bits)
@@ -241,8 +240,8 @@ class Endpoint(wiring.Component):
         # from lk_next, into registers: the controller's decisions start from flops, not from
         # lk_addr's fan-out into comparators. Exact where they are used: OP and SNP are only
         # entered from IDLE, and IDLE writes no busy MSHR's or eviction slot's address (a busy
-        # MSHR keeps its address; eviction slots are written in OP), so the addresses compared
-        # in that IDLE cycle are the ones OP and SNP see.
+        # one keeps its address; only free ones follow the held operation, and OP takes them),
+        # so the addresses compared in that IDLE cycle are the ones OP and SNP see.
         mshr_line_match = Signal(n)
         mshr_set_match = Signal(n)
         ev_line_match = Signal(n)
@@ -513,14 +512,24 @@ class Endpoint(wiring.Component):
             out_hdr.addr.eq(line(hdr.addr)),
         ]
 
+        # The line the next lookup is for: a snoop's if one is waiting, else the held
+        # operation's or the one the front offers. Only SNP and OP use the lookup, and they are
+        # only entered from IDLE, which takes that snoop or operation next, so the address is
+        # right whenever it matters; it is chosen by two flops, not by the controller's
+        # priorities (the lookup's compares follow it within the cycle).
+        snp_hdr = Signal(Header)
+        m.d.comb += [
+            snp_hdr.eq(snp_in.payload.payload[:128]),
+            lk_next.eq(
+                Mux(snp_in.valid, snp_hdr.addr, Mux(op_held, op.addr, front.ops.payload.addr))
+            ),
+        ]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(snp_in.valid):
                     m.d.comb += snp_in.ready.eq(1)
-                    h = Signal(Header)
-                    m.d.comb += h.eq(snp_in.payload.payload[:128])
-                    m.d.sync += hdr.eq(h)
-                    m.d.comb += lk_next.eq(h.addr)
+                    m.d.sync += hdr.eq(snp_hdr)
                     with m.If(snp_in.payload.head):
                         m.next = "SNP"
                 with m.Elif(rsp_in.valid):
@@ -534,12 +543,10 @@ class Endpoint(wiring.Component):
                     with m.If(dat_in.payload.head & ~dat_in.payload.tail):
                         m.next = "DAT"
                 with m.Elif(op_held):
-                    m.d.comb += lk_next.eq(op.addr)
                     m.next = "OP"
                 with m.Elif(front.ops.valid & rq.w_rdy):
                     m.d.comb += front.ops.ready.eq(1)
                     m.d.sync += [op.eq(front.ops.payload), op_held.eq(1)]
-                    m.d.comb += lk_next.eq(front.ops.payload.addr)
                     m.next = "OP"
 
             # ---- snoops ------------------------------------------------------------------
