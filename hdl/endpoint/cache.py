@@ -60,8 +60,14 @@ class CacheGeometry:
         return Cat(C(0, self.offset_bits), set_[: self.set_bits], tag)
 
     def word(self, set_: Value, way: Value, beat: Value) -> Value:
-        """Data word of ``beat`` of line ``(set_, way)``: the way in the high bits (above)."""
-        return (way * self.sets + set_) * self.beats + beat
+        """Data word of ``beat`` of line ``(set_, way)``: the way in the high bits (above).
+
+        ``(way * sets + set_) * beats + beat``, as a concatenation (sets and beats are powers
+        of two), so that no adder sits on an address path."""
+        beat_bits = (self.beats - 1).bit_length()
+        beat = Cat(beat, C(0, beat_bits))[:beat_bits]  # a narrower beat (a constant) widened
+        set_ = Cat(set_, C(0, self.set_bits))[: self.set_bits]
+        return Cat(beat, set_, way)
 
 
 def tag_layout(geom: CacheGeometry) -> data.StructLayout:

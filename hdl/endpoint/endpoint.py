@@ -53,6 +53,13 @@ __all__ = ["Endpoint", "state_change_layout"]
 state_change_layout = data.StructLayout({"valid": 1, "addr": ADDR_BITS, "state": CacheState})
 
 
+def _below(value: Value, n: int) -> Value:
+    """``value < n``; for a power of two, as its high bits all zero (no carry chain)."""
+    if n & (n - 1) == 0:
+        return value[(n - 1).bit_length() :] == 0
+    return value < n
+
+
 def _first(m: Module, bits: list[Value], name: str) -> tuple[Signal, Signal]:
     """(any, index of the first set bit)."""
     any_ = Signal(name=f"{name}_any")
@@ -317,7 +324,8 @@ class Endpoint(wiring.Component):
         op_held = Signal()
         b = Signal(range(beats + 1))
         src_evict = Signal()
-        src_word = Signal(range(g.words))
+        # The first word of the line SNP_*_D or EVICT_COPY reads (set in SNP / OP).
+        line_word = Signal(range(g.words))
         src_ev = Signal(range(n))
         s_forward = Signal()
         s_fwd_state = Signal(CacheState)
@@ -326,7 +334,9 @@ class Endpoint(wiring.Component):
         s_resp_data = Signal()
         ack = Signal(Header)
         copy_ev = Signal(range(n))
-        copy_word = Signal(range(g.words))
+        # OP is next (set where IDLE enters OP): the data array's read address is OP's lookup
+        # then, else line_word's beat b, a choice by one flop instead of by the FSM's state.
+        in_op = Signal()
 
         def beat_of(addr: Value) -> Value:
             return addr[beat_shift:6] if beats > 1 else C(0, 1)
@@ -380,11 +390,11 @@ class Endpoint(wiring.Component):
         m.d.comb += k.eq(hdr.tag[: max(1, (n - 1).bit_length())])
         mk = pick(m, mshr, k, n, "mk")
         k_ok = Signal()
-        m.d.comb += k_ok.eq((hdr.tag < n) & mk.busy & mk.active)
+        m.d.comb += k_ok.eq(_below(hdr.tag, n) & mk.busy & mk.active)
         e_idx = Signal(range(max(2, n)))
         m.d.comb += e_idx.eq(hdr.tag[: max(1, (n - 1).bit_length())])
         e_ok = Signal()
-        m.d.comb += e_ok.eq(hdr.tag[7] & (hdr.tag[:7] < n))
+        m.d.comb += e_ok.eq(hdr.tag[7] & _below(hdr.tag[:7], n))
 
         def mshr_set(idx: Value, **fields) -> None:
             for i in range(n):
@@ -525,6 +535,14 @@ class Endpoint(wiring.Component):
             ),
         ]
 
+        # The data array's read: OP's hit, else beat b of line_word's line (SNP_*_D and
+        # EVICT_COPY; the other states read nothing).
+        m.d.sync += in_op.eq(0)  # unless IDLE enters OP (below)
+        beat_bits = (beats - 1).bit_length()
+        m.d.comb += arrays.data_raddr.eq(
+            Mux(in_op, g.word(lset, hit_way, opbeat), line_word | b[:beat_bits])
+        )
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(snp_in.valid):
@@ -543,10 +561,11 @@ class Endpoint(wiring.Component):
                     with m.If(dat_in.payload.head & ~dat_in.payload.tail):
                         m.next = "DAT"
                 with m.Elif(op_held):
+                    m.d.sync += in_op.eq(1)
                     m.next = "OP"
                 with m.Elif(front.ops.valid & rq.w_rdy):
                     m.d.comb += front.ops.ready.eq(1)
-                    m.d.sync += [op.eq(front.ops.payload), op_held.eq(1)]
+                    m.d.sync += [op.eq(front.ops.payload), op_held.eq(1), in_op.eq(1)]
                     m.next = "OP"
 
             # ---- snoops ------------------------------------------------------------------
@@ -564,7 +583,7 @@ class Endpoint(wiring.Component):
                     ev_set(ev_hit_idx, snoop=0)
                 m.d.sync += [
                     src_evict.eq(~hit),
-                    src_word.eq(g.word(lset, hit_way, 0)),
+                    line_word.eq(g.word(lset, hit_way, 0)),
                     src_ev.eq(ev_hit_idx),
                     s_forward.eq(decide.forward),
                     s_fwd_state.eq(decide.fwd_state),
@@ -599,7 +618,6 @@ class Endpoint(wiring.Component):
                         m.next = f"{name}_D"
                 with m.State(f"{name}_D"):
                     m.d.comb += [
-                        arrays.data_raddr.eq(src_word + b),
                         dat_out.valid.eq(1),
                         dat_out.payload.tail.eq(b == beats - 1),
                         dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
@@ -726,7 +744,6 @@ class Endpoint(wiring.Component):
             with m.State("OP"):
                 m.next = "IDLE"
                 m.d.comb += [
-                    arrays.data_raddr.eq(g.word(lset, hit_way, opbeat)),
                     arrays.data_waddr.eq(g.word(lset, hit_way, opbeat)),
                     arrays.data_wdata.eq(op.data),
                 ]
@@ -737,7 +754,7 @@ class Endpoint(wiring.Component):
                 # Only read in EVICT_COPY, which only a victim's eviction enters.
                 m.d.sync += [
                     copy_ev.eq(free_ev),
-                    copy_word.eq(g.word(lset, victim_way, 0)),
+                    line_word.eq(g.word(lset, victim_way, 0)),
                     b.eq(0),
                 ]
                 with m.If(op_error):
@@ -779,7 +796,6 @@ class Endpoint(wiring.Component):
                         m.next = "EVICT_COPY"
             with m.State("EVICT_COPY"):
                 m.d.comb += [
-                    arrays.data_raddr.eq(copy_word + b),
                     ev_wr.addr.eq(copy_ev * beats + b),
                     ev_wr.data.eq(arrays.data_rdata),
                     ev_wr.en.eq(1),
