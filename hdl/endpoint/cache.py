@@ -97,10 +97,17 @@ class CacheArrays(wiring.Component):
     data_waddr, data_wdata, data_wstrb : In(range(words)), In(data_width), In(data_width/8)
         Data write port, byte-granular (a byte is written when its strobe is set); reads from
         the next cycle on return the written bytes.
+
+    With ``forwarding=False`` the previous cycle's writes are not forwarded: ``lookup`` and
+    ``lookup_hit`` show a set as it was before a tag write of the previous cycle, and a read of
+    a word written in the previous cycle returns its old bytes (both are right from the cycle
+    after). For a controller that never uses a lookup or a data read right after a write to
+    it: the multiplexers and the address compare leave its paths.
     """
 
-    def __init__(self, geom: CacheGeometry):
+    def __init__(self, geom: CacheGeometry, *, forwarding: bool = True):
         self.geom = g = geom
+        self.forwarding = forwarding
         w = g.fabric.data_width
         self._tag = tag_layout(g)
         super().__init__(
@@ -152,10 +159,15 @@ class CacheArrays(wiring.Component):
                 entry.eq(rd.data),
                 entry_hit.eq((rd.data.state != CacheState.I) & (rd.data.tag == self.lookup_tag)),
             ]
+            if self.forwarding:
+                m.d.comb += [
+                    self.lookup[way].eq(Mux(forward[way], last_data, entry)),
+                    self.lookup_hit[way].eq(Mux(forward[way], last_hit, entry_hit)),
+                ]
+            else:
+                m.d.comb += [self.lookup[way].eq(entry), self.lookup_hit[way].eq(entry_hit)]
             m.d.comb += [
                 rd.addr.eq(self.lookup_set),
-                self.lookup[way].eq(Mux(forward[way], last_data, entry)),
-                self.lookup_hit[way].eq(Mux(forward[way], last_hit, entry_hit)),
                 wr.addr.eq(self.tag_set),
                 wr.data.eq(self.tag_data),
                 wr.en.eq(we),
@@ -180,6 +192,9 @@ class CacheArrays(wiring.Component):
             wr.data.eq(pend_data),
             wr.en.eq(pend_strb),
         ]
+        if not self.forwarding:
+            m.d.comb += self.data_rdata.eq(rd.data)
+            return m
         for byte in range(w // 8):
             bits = slice(8 * byte, 8 * byte + 8)
             m.d.comb += self.data_rdata[bits].eq(

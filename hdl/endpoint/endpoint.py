@@ -140,7 +140,13 @@ class Endpoint(wiring.Component):
         m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth, registered=p.registered_rx)
         m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
         m.submodules.front = front = AxiFront(ap)
-        m.submodules.arrays = arrays = CacheArrays(g)
+        # No forwarding in the arrays: the controller never uses a lookup or a data read right
+        # after a write. The lookup is used in SNP and OP only, entered from IDLE, which writes
+        # no tag; the data array is read in OP (after IDLE), SNP_*_D (after SNP_*_H or SNP_*_D)
+        # and EVICT_COPY (after OP's allocation, which writes no data, or EVICT_COPY), and none
+        # of those writes data. Env in tests/test_endpoint.py checks this on every test
+        # (``_probe``).
+        m.submodules.arrays = arrays = CacheArrays(g, forwarding=False)
         m.submodules.sender = sender = RequestSender(f, node_id=node, n=n, way_bits=g.way_bits)
         m.submodules.decide = decide = SnoopDecide()
         wiring.connect(m, wiring.flipped(self.fabric_in), rx.port)
@@ -543,7 +549,7 @@ class Endpoint(wiring.Component):
             Mux(in_op, g.word(lset, hit_way, opbeat), line_word | b[:beat_bits])
         )
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(snp_in.valid):
                     m.d.comb += snp_in.ready.eq(1)
@@ -805,4 +811,17 @@ class Endpoint(wiring.Component):
                     m.d.sync += b.eq(0)
                     ev_set(copy_ev, pending=1)
                     m.next = "IDLE"
+        # For the tests' check of the above (unused in the design: synthesis removes it).
+        lookup_used = Signal()
+        data_used = Signal()
+        m.d.comb += [
+            lookup_used.eq(fsm.ongoing("SNP") | fsm.ongoing("OP")),
+            data_used.eq(
+                fsm.ongoing("OP")
+                | fsm.ongoing("SNP_FWD_D")
+                | fsm.ongoing("SNP_RD_D")
+                | fsm.ongoing("EVICT_COPY")
+            ),
+        ]
+        self._probe = (arrays, lookup_used, data_used)
         return m
