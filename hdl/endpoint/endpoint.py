@@ -142,10 +142,10 @@ class Endpoint(wiring.Component):
         m.submodules.front = front = AxiFront(ap)
         # No forwarding in the arrays: the controller never uses a lookup or a data read right
         # after a write. The lookup is used in SNP and OP only, entered from IDLE, which writes
-        # no tag; the data array is read in OP (after IDLE), SNP_*_D (after SNP_*_H or SNP_*_D)
-        # and EVICT_COPY (after OP's allocation, which writes no data, or EVICT_COPY), and none
-        # of those writes data. Env in tests/test_endpoint.py checks this on every test
-        # (``_probe``).
+        # no tag; the data array is read in OP (after IDLE), SNP_*_H and SNP_*_D (after SNP or
+        # the snoop states) and EVICT_COPY (after OP's allocation, which writes no data, or
+        # EVICT_COPY), and none of those writes data. Env in tests/test_endpoint.py checks
+        # this on every test (``_probe``).
         m.submodules.arrays = arrays = CacheArrays(g, forwarding=False)
         m.submodules.sender = sender = RequestSender(f, node_id=node, n=n, way_bits=g.way_bits)
         m.submodules.decide = decide = SnoopDecide()
@@ -358,9 +358,16 @@ class Endpoint(wiring.Component):
         m.d.comb += beat_in.eq(dat_in.payload.payload)
 
         # Snoop data source (cache line or eviction slot), by beat.
+        # The beat the data array and the eviction data are read at: b, except in SNP_*_D
+        # where it runs a beat ahead (b + 1) to load snp_q, the beat sent next, so that a
+        # snooped line's beats go out from a register, not from a RAM read (the line does not
+        # change while it is sent: the snoop states write nothing).
+        beat_bits = (beats - 1).bit_length()
+        rd_beat = Signal(max(1, beat_bits))
+        snp_q = Signal(w)
         src_data = Signal(w)
         m.d.comb += [
-            ev_rd_snp.addr.eq(src_ev * beats + b),
+            ev_rd_snp.addr.eq(src_ev * beats + rd_beat[:beat_bits]),
             src_data.eq(Mux(src_evict, ev_rd_snp.data, arrays.data_rdata)),
         ]
 
@@ -541,12 +548,11 @@ class Endpoint(wiring.Component):
             ),
         ]
 
-        # The data array's read: OP's hit, else beat b of line_word's line (SNP_*_D and
-        # EVICT_COPY; the other states read nothing).
+        # The data array's read: OP's hit, else beat rd_beat of line_word's line (SNP_*_H,
+        # SNP_*_D and EVICT_COPY; the other states use no read).
         m.d.sync += in_op.eq(0)  # unless IDLE enters OP (below)
-        beat_bits = (beats - 1).bit_length()
         m.d.comb += arrays.data_raddr.eq(
-            Mux(in_op, g.word(lset, hit_way, opbeat), line_word | b[:beat_bits])
+            Mux(in_op, g.word(lset, hit_way, opbeat), line_word | rd_beat[:beat_bits])
         )
 
         with m.FSM() as fsm:
@@ -597,6 +603,7 @@ class Endpoint(wiring.Component):
                     s_resp_state.eq(decide.resp_state),
                     s_resp_data.eq(decide.resp_data),
                     b.eq(0),
+                    rd_beat.eq(0),
                     self.snoops.eq(self.snoops + 1),
                 ]
                 with m.If(decide.forward):
@@ -620,18 +627,20 @@ class Endpoint(wiring.Component):
                     ]
                     if fwd is not None:
                         m.d.comb += out_hdr.fwd.eq(fwd)
+                    m.d.sync += snp_q.eq(src_data)  # beat 0 (rd_beat is 0 here)
                     with m.If(dat_out.ready):
+                        m.d.sync += rd_beat.eq(1)
                         m.next = f"{name}_D"
                 with m.State(f"{name}_D"):
                     m.d.comb += [
                         dat_out.valid.eq(1),
                         dat_out.payload.tail.eq(b == beats - 1),
-                        dat_out.payload.payload.eq(Cat(src_data, C(-1, bb))),
+                        dat_out.payload.payload.eq(Cat(snp_q, C(-1, bb))),
                     ]
                     with m.If(dat_out.ready):
-                        m.d.sync += b.eq(b + 1)
+                        m.d.sync += [b.eq(b + 1), rd_beat.eq(rd_beat + 1), snp_q.eq(src_data)]
                         with m.If(b == beats - 1):
-                            m.d.sync += b.eq(0)
+                            m.d.sync += [b.eq(0), rd_beat.eq(0)]
                             then()
 
             def after_forward() -> None:
@@ -762,6 +771,7 @@ class Endpoint(wiring.Component):
                     copy_ev.eq(free_ev),
                     line_word.eq(g.word(lset, victim_way, 0)),
                     b.eq(0),
+                    rd_beat.eq(0),
                 ]
                 with m.If(op_error):
                     push()
@@ -806,9 +816,9 @@ class Endpoint(wiring.Component):
                     ev_wr.data.eq(arrays.data_rdata),
                     ev_wr.en.eq(1),
                 ]
-                m.d.sync += b.eq(b + 1)
+                m.d.sync += [b.eq(b + 1), rd_beat.eq(rd_beat + 1)]
                 with m.If(b == beats - 1):
-                    m.d.sync += b.eq(0)
+                    m.d.sync += [b.eq(0), rd_beat.eq(0)]
                     ev_set(copy_ev, pending=1)
                     m.next = "IDLE"
         # For the tests' check of the above (unused in the design: synthesis removes it).
@@ -818,6 +828,8 @@ class Endpoint(wiring.Component):
             lookup_used.eq(fsm.ongoing("SNP") | fsm.ongoing("OP")),
             data_used.eq(
                 fsm.ongoing("OP")
+                | fsm.ongoing("SNP_FWD_H")
+                | fsm.ongoing("SNP_RD_H")
                 | fsm.ongoing("SNP_FWD_D")
                 | fsm.ongoing("SNP_RD_D")
                 | fsm.ongoing("EVICT_COPY")
