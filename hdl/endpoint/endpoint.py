@@ -330,7 +330,7 @@ class Endpoint(wiring.Component):
         op_held = Signal()
         b = Signal(range(beats + 1))
         src_evict = Signal()
-        # The first word of the line SNP_*_D or EVICT_COPY reads (set in SNP / OP).
+        # The first word of the line SNP_*_H/_D or EVICT_COPY reads (set in SNP / OP).
         line_word = Signal(range(g.words))
         src_ev = Signal(range(n))
         s_forward = Signal()
@@ -341,7 +341,7 @@ class Endpoint(wiring.Component):
         ack = Signal(Header)
         copy_ev = Signal(range(n))
         # OP is next (set where IDLE enters OP): the data array's read address is OP's lookup
-        # then, else line_word's beat b, a choice by one flop instead of by the FSM's state.
+        # then, else line_word's beat rd_beat, a choice by one flop instead of by the FSM state.
         in_op = Signal()
 
         def beat_of(addr: Value) -> Value:
