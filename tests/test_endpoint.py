@@ -71,9 +71,24 @@ class Env:
             if valid:
                 self.states.append((addr, CacheState(state)))
 
+    async def _check_no_forwarding(self, ctx):
+        """The endpoint's cache arrays forward nothing: no lookup is used in the cycle after a
+        tag write, and no data read in the cycle after a write of that word."""
+        arrays, lookup_used, data_used = self.dut._probe
+        tag_we = wstrb = waddr = 0
+        while True:
+            await ctx.tick()
+            assert not (tag_we and ctx.get(lookup_used)), "lookup used after a tag write"
+            assert not (wstrb and ctx.get(data_used) and ctx.get(arrays.data_raddr) == waddr), (
+                "data read after a write of that word"
+            )
+            tag_we, wstrb = ctx.get(arrays.tag_we), ctx.get(arrays.data_wstrb)
+            waddr = ctx.get(arrays.data_waddr)
+
     def run(self, bench) -> None:
         sim = Simulator(self.dut)
         sim.add_clock(1e-6)
+        sim.add_testbench(self._check_no_forwarding, background=True)
         sim.add_testbench(self.peer.run, background=True)
         sim.add_testbench(self.axi.run, background=True)
         sim.add_testbench(self._watch, background=True)
@@ -875,12 +890,15 @@ def sim_env_run(env: Env, model: HomeModel, bench) -> None:
     sim.run()
 
 
+@pytest.mark.parametrize("forwarding", [True, False], ids=["forwarding", "no_forwarding"])
 @pytest.mark.parametrize("sets,ways", [(4, 2), (1, 1), (8, 3)])
-def test_cache_arrays_against_model(sets, ways):
+def test_cache_arrays_against_model(sets, ways, forwarding):
     """CacheArrays against a Python model: the tag lookup shows, from registers, the set given
     a cycle earlier as it is now (a tag write to it in that same cycle included, whatever the
-    controller does), and the data array reads the words written before, byte by byte (the
-    previous cycle's write, still in the write register, included)."""
+    controller does), with each way's hit on the tag given with it, and the data array reads
+    the words written before, byte by byte (the previous cycle's write, still in the write
+    register, included). Without forwarding, both show the arrays as they were before the
+    previous cycle's writes."""
     from amaranth import Value
 
     from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
@@ -888,27 +906,36 @@ def test_cache_arrays_against_model(sets, ways):
     seed = seed_from_env(7, label=f"cache arrays {sets}x{ways}")
     rng = random.Random(seed)
     geom = CacheGeometry(CacheParams(sets=sets, ways=ways), FAB)
-    dut = CacheArrays(geom)
+    dut = CacheArrays(geom, forwarding=forwarding)
     entry_bits = len(Value.cast(dut.tag_data))
     w = FAB.data_width
     tags = [[0] * ways for _ in range(sets)]  # what a combinational read would give
     words = [0] * geom.words
     forwarded = 0
     forwarded_data = 0
+    hits = forwarded_hits = 0
 
     async def bench(ctx):
-        nonlocal forwarded, forwarded_data
-        looked_up = None
+        nonlocal forwarded, forwarded_data, hits, forwarded_hits
+        looked_up = looked_tag = last_tag_write = None
+        old_tags, old_words = [row[:] for row in tags], words[:]  # before the last writes
         last_write = None  # (word, strobe) of the previous cycle's data write
         for cyc in range(600):
             s = rng.randrange(sets)
+            # The tag to compare: mostly one held in the set (a hit if valid), else any.
+            tb = geom.tag_bits
+            held = [tags[s][k] & ((1 << tb) - 1) for k in range(ways)]
+            t = rng.choice(held) if rng.random() < 0.7 else rng.getrandbits(tb)
             we = rng.random() < 0.5
             ws, ww, wd = rng.randrange(sets), rng.randrange(ways), rng.getrandbits(entry_bits)
+            if rng.random() < 0.3:
+                wd = t | rng.randrange(4) << tb  # the tag being looked up (a forwarded hit)
             ra, wa = rng.randrange(geom.words), rng.randrange(geom.words)
             if last_write is not None and rng.random() < 0.3:
                 ra = last_write[0]  # read the word written a cycle ago (forwarded)
             strb, wdata = rng.getrandbits(w // 8), rng.getrandbits(w)
             ctx.set(dut.lookup_set, s)
+            ctx.set(dut.lookup_tag, t)
             ctx.set(dut.tag_we, we)
             ctx.set(dut.tag_set, ws)
             ctx.set(dut.tag_way, ww)
@@ -917,22 +944,36 @@ def test_cache_arrays_against_model(sets, ways):
             ctx.set(dut.data_waddr, wa)
             ctx.set(dut.data_wdata, wdata)
             ctx.set(dut.data_wstrb, strb)
+            ref_tags, ref_words = (tags, words) if forwarding else (old_tags, old_words)
             if looked_up is not None:
                 got = ctx.get(Value.cast(dut.lookup))
-                want = sum(tags[looked_up][k] << (k * entry_bits) for k in range(ways))
+                want = sum(ref_tags[looked_up][k] << (k * entry_bits) for k in range(ways))
                 assert got == want, f"seed {seed} cycle {cyc}: set {looked_up}"
-            assert ctx.get(dut.data_rdata) == words[ra], f"seed {seed} cycle {cyc}: word {ra}"
+                want_hit = sum(
+                    1 << k
+                    for k in range(ways)
+                    if ref_tags[looked_up][k] >> tb != I.value
+                    and ref_tags[looked_up][k] & ((1 << tb) - 1) == looked_tag
+                )
+                assert ctx.get(dut.lookup_hit) == want_hit, f"seed {seed} cycle {cyc}: hits"
+                hits += want_hit != 0
+                forwarded_hits += want_hit != 0 and last_tag_write == looked_up
+            got = ctx.get(dut.data_rdata)
+            assert got == ref_words[ra], f"seed {seed} cycle {cyc}: word {ra}"
             if last_write is not None and last_write[0] == ra and last_write[1]:
                 forwarded_data += 1
             await ctx.tick()
+            last_tag_write = ws if we else None
+            old_tags, old_words = [row[:] for row in tags], words[:]
             if we:
                 forwarded += ws == s
                 tags[ws][ww] = wd
             mask = sum(0xFF << (8 * i) for i in range(w // 8) if strb >> i & 1)
             words[wa] = (words[wa] & ~mask) | (wdata & mask)
             last_write = (wa, strb)
-            looked_up = s
+            looked_up, looked_tag = s, t
 
     simulate(dut, bench, name=f"cache_arrays_{sets}x{ways}")
     assert forwarded > 20, "tag writes to the set being looked up were exercised"
     assert forwarded_data > 50, "reads of the word written the cycle before were exercised"
+    assert hits > 100 and forwarded_hits > 10, (hits, forwarded_hits)

@@ -4,7 +4,9 @@ The controller looks up a set and acts on it in the same cycle. The tag lookup i
 set one cycle ahead (the value the controller's lookup address register is about to take) and
 reads the RAM into a register, with the previous cycle's tag write forwarded: the same entries
 a combinational read at the registered address would give, but the controller's decisions
-start from a flop instead of from the distributed RAM's read. The data array is read
+start from a flop instead of from the distributed RAM's read. It is given the tag as well, and
+the tag compares are made on the RAM's read before that register, so the controller's hit is a
+flop (and the forwarding multiplexer) instead of a 39-bit compare after it. The data array is read
 combinationally; its writes are registered and reach the RAM a cycle after the controller
 gives them (the controller's decision ends at a register, not at the write address of a few
 hundred distributed-RAM blocks), with a read of that word in between given the written bytes
@@ -58,8 +60,14 @@ class CacheGeometry:
         return Cat(C(0, self.offset_bits), set_[: self.set_bits], tag)
 
     def word(self, set_: Value, way: Value, beat: Value) -> Value:
-        """Data word of ``beat`` of line ``(set_, way)``: the way in the high bits (above)."""
-        return (way * self.sets + set_) * self.beats + beat
+        """Data word of ``beat`` of line ``(set_, way)``: the way in the high bits (above).
+
+        ``(way * sets + set_) * beats + beat``, as a concatenation (sets and beats are powers
+        of two), so that no adder sits on an address path."""
+        beat_bits = (self.beats - 1).bit_length()
+        beat = Cat(beat, C(0, beat_bits))[:beat_bits]  # a narrower beat (a constant) widened
+        set_ = Cat(set_, C(0, self.set_bits))[: self.set_bits]
+        return Cat(beat, set_, way)
 
 
 def tag_layout(geom: CacheGeometry) -> data.StructLayout:
@@ -73,9 +81,15 @@ class CacheArrays(wiring.Component):
     -----
     lookup_set : In(set_bits)
         Set to look up in the next cycle.
+    lookup_tag : In(tag_bits)
+        Tag to compare with the entries of ``lookup_set`` (given in the same cycle).
     lookup : Out(ArrayLayout(tag_layout, ways))
         The entries of the set given in the previous cycle, one per way, as they are now
         (a tag write of the previous cycle included): from registers.
+    lookup_hit : Out(ways)
+        Per way, whether that entry (as in ``lookup``) is valid and holds the ``lookup_tag``
+        given in the previous cycle: the compare is made before the registers, so a hit is a
+        flop and a multiplexer, not a tag compare, away.
     tag_we, tag_set, tag_way, tag_data : In(1), In(set_bits), In(way_bits), In(tag_layout)
         Write one way's tag and state.
     data_raddr, data_rdata : In(range(words)), Out(data_width)
@@ -83,16 +97,25 @@ class CacheArrays(wiring.Component):
     data_waddr, data_wdata, data_wstrb : In(range(words)), In(data_width), In(data_width/8)
         Data write port, byte-granular (a byte is written when its strobe is set); reads from
         the next cycle on return the written bytes.
+
+    With ``forwarding=False`` the previous cycle's writes are not forwarded: ``lookup`` and
+    ``lookup_hit`` show a set as it was before a tag write of the previous cycle, and a read of
+    a word written in the previous cycle returns its old bytes (both are right from the cycle
+    after). For a controller that never uses a lookup or a data read right after a write to
+    it: the multiplexers and the address compare leave its paths.
     """
 
-    def __init__(self, geom: CacheGeometry):
+    def __init__(self, geom: CacheGeometry, *, forwarding: bool = True):
         self.geom = g = geom
+        self.forwarding = forwarding
         w = g.fabric.data_width
         self._tag = tag_layout(g)
         super().__init__(
             {
                 "lookup_set": In(max(1, g.set_bits)),
+                "lookup_tag": In(g.tag_bits),
                 "lookup": Out(data.ArrayLayout(self._tag, g.ways)),
+                "lookup_hit": Out(g.ways),
                 "tag_we": In(1),
                 "tag_set": In(max(1, g.set_bits)),
                 "tag_way": In(g.way_bits),
@@ -110,22 +133,41 @@ class CacheArrays(wiring.Component):
         g = self.geom
         w = g.fabric.data_width
         # The last cycle's tag write, forwarded when it went to the set being looked up (the
-        # read port returns the entry as it was before that write). Whether to forward is
-        # decided a cycle ahead, so the lookup is one multiplexer after its flops.
+        # RAM returns the entry as it was before that write). Whether to forward is decided a
+        # cycle ahead, so the lookup is one multiplexer after its flops. The tag compares are
+        # made a cycle ahead too, on the RAM's combinational read and on the written entry.
         forward = Signal(g.ways)
         last_data = Signal(self._tag)
-        m.d.sync += last_data.eq(self.tag_data)
+        last_hit = Signal()
+        m.d.sync += [
+            last_data.eq(self.tag_data),
+            last_hit.eq(
+                (self.tag_data.state != CacheState.I) & (self.tag_data.tag == self.lookup_tag)
+            ),
+        ]
         same_set = self.tag_set == self.lookup_set
         for way in range(g.ways):
             mem = memory.Memory(shape=self._tag, depth=g.sets, init=[])
             m.submodules[f"tags{way}"] = mem
-            rd = mem.read_port(domain="sync")  # not transparent: the forwarding below is
+            rd = mem.read_port(domain="comb")
             wr = mem.write_port()
+            entry = Signal(self._tag, name=f"entry{way}")
+            entry_hit = Signal(name=f"entry_hit{way}")
             we = self.tag_we & (self.tag_way == way)
-            m.d.sync += forward[way].eq(we & same_set)
+            m.d.sync += [
+                forward[way].eq(we & same_set),
+                entry.eq(rd.data),
+                entry_hit.eq((rd.data.state != CacheState.I) & (rd.data.tag == self.lookup_tag)),
+            ]
+            if self.forwarding:
+                m.d.comb += [
+                    self.lookup[way].eq(Mux(forward[way], last_data, entry)),
+                    self.lookup_hit[way].eq(Mux(forward[way], last_hit, entry_hit)),
+                ]
+            else:
+                m.d.comb += [self.lookup[way].eq(entry), self.lookup_hit[way].eq(entry_hit)]
             m.d.comb += [
                 rd.addr.eq(self.lookup_set),
-                self.lookup[way].eq(Mux(forward[way], last_data, rd.data)),
                 wr.addr.eq(self.tag_set),
                 wr.data.eq(self.tag_data),
                 wr.en.eq(we),
@@ -150,6 +192,9 @@ class CacheArrays(wiring.Component):
             wr.data.eq(pend_data),
             wr.en.eq(pend_strb),
         ]
+        if not self.forwarding:
+            m.d.comb += self.data_rdata.eq(rd.data)
+            return m
         for byte in range(w // 8):
             bits = slice(8 * byte, 8 * byte + 8)
             m.d.comb += self.data_rdata[bits].eq(
