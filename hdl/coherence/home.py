@@ -182,7 +182,9 @@ class HomeAgent(wiring.Component):
 
         # -- blocks ------------------------------------------------------------------------
         m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth, registered=p.registered_rx)
-        m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
+        # The engine offers one message at a time, on every stream (only its VC valid): no
+        # arbiter between its offer and the port.
+        m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits, one_at_a_time=True)
         wiring.connect(m, wiring.flipped(self.fabric_in), rx.port)
         wiring.connect(m, tx.port, wiring.flipped(self.fabric_out))
         m.d.comb += self.rx_overflow.eq(rx.overflow)
@@ -228,12 +230,10 @@ class HomeAgent(wiring.Component):
         req_be = Signal(LINE_BYTES)
         opv = Signal(6)
         m.d.comb += opv.eq(req.opcode.as_value())
-        is_req_opcode = Signal()
         is_coherent = Signal()  # READ_SHARED .. CLEAN_EVICT
         is_coh_read = Signal()  # READ_SHARED, READ_UNIQUE, UPGRADE: need COMP_ACK
         is_atomic = Signal()
         m.d.comb += [
-            is_req_opcode.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.ATOMIC_MAX.value)),
             is_coherent.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.CLEAN_EVICT.value)),
             is_coh_read.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.UPGRADE.value)),
             is_atomic.eq((opv >= Opcode.ATOMIC_ADD.value) & (opv <= Opcode.ATOMIC_MAX.value)),
@@ -248,44 +248,57 @@ class HomeAgent(wiring.Component):
             req_tag.eq(req_line[set_bits:]),
             offset.eq(req.addr[:6]),
         ]
-        align = Signal(6)  # low address bits that must be zero for `size`
-        with m.Switch(req.size):
-            for size in range(7):
-                with m.Case(size):
-                    m.d.comb += align.eq((1 << size) - 1)
-        misaligned_line = Signal()
-        misaligned_size = Signal()
-        m.d.comb += [
-            misaligned_line.eq(req.addr[:6] != 0),
-            misaligned_size.eq((req.addr[:6] & align) != 0),
-        ]
-        malformed_header = Signal()
-        m.d.comb += malformed_header.eq(
-            ~is_req_opcode
-            | (req.cls != MsgClass.REQ)
-            | (req.rsvd != 0)
-            | (req_upper != 0)
-            | (req.err.as_value() > max(e.value for e in ErrorCode))
-            | (req.size > 6)
-        )
-        check = Signal(ErrorCode)
-        line_aligned = is_coherent | (req.opcode == Opcode.NC_WRITE)
-        with m.If(malformed_header):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(~in_window(req.addr)):
-            m.d.comb += check.eq(ErrorCode.WINDOW)
-        with m.Elif(line_aligned & misaligned_line):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif((req.opcode == Opcode.NC_READ) & misaligned_size):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(is_atomic & (req.size > 3)):
-            m.d.comb += check.eq(ErrorCode.UNSUPPORTED)
-        with m.Elif(is_atomic & misaligned_size):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(is_coherent & (req.src >= ms)):
-            m.d.comb += check.eq(ErrorCode.UNSUPPORTED)
-        with m.Else():
-            m.d.comb += check.eq(ErrorCode.OK)
+
+        def request_check(hdr: data.View, upper: Value, name: str) -> Signal:
+            """The error code of a request with header ``hdr`` and reserved payload bits
+            ``upper`` (``ErrorCode.OK`` to process it)."""
+            op = hdr.opcode.as_value()
+            coherent = (op >= Opcode.READ_SHARED.value) & (op <= Opcode.CLEAN_EVICT.value)
+            atomic = (op >= Opcode.ATOMIC_ADD.value) & (op <= Opcode.ATOMIC_MAX.value)
+            align = Signal(6, name=f"{name}_align")  # low address bits that must be zero
+            with m.Switch(hdr.size):
+                for size in range(7):
+                    with m.Case(size):
+                        m.d.comb += align.eq((1 << size) - 1)
+            misaligned_line = hdr.addr[:6] != 0
+            misaligned_size = Signal(name=f"{name}_misaligned_size")
+            m.d.comb += misaligned_size.eq((hdr.addr[:6] & align) != 0)
+            malformed_header = Signal(name=f"{name}_malformed")
+            m.d.comb += malformed_header.eq(
+                ~((op >= Opcode.READ_SHARED.value) & (op <= Opcode.ATOMIC_MAX.value))
+                | (hdr.cls != MsgClass.REQ)
+                | (hdr.rsvd != 0)
+                | (upper != 0)
+                | (hdr.err.as_value() > max(e.value for e in ErrorCode))
+                | (hdr.size > 6)
+            )
+            result = Signal(ErrorCode, name=name)
+            line_aligned = coherent | (hdr.opcode == Opcode.NC_WRITE)
+            with m.If(malformed_header):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(~in_window(hdr.addr)):
+                m.d.comb += result.eq(ErrorCode.WINDOW)
+            with m.Elif(line_aligned & misaligned_line):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif((hdr.opcode == Opcode.NC_READ) & misaligned_size):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(atomic & (hdr.size > 3)):
+                m.d.comb += result.eq(ErrorCode.UNSUPPORTED)
+            with m.Elif(atomic & misaligned_size):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(coherent & (hdr.src >= ms)):
+                m.d.comb += result.eq(ErrorCode.UNSUPPORTED)
+            with m.Else():
+                m.d.comb += result.eq(ErrorCode.OK)
+            return result
+
+        # The request's check is found from the head flit while IDLE takes its header, and
+        # registered with it (req_check): CHECK then starts from a flop, not from the header's
+        # decoding. "check" is the same function of the registered header, for the proofs.
+        request_check(req, req_upper, "check")
+        head = Header(req_s.payload.payload[:HEADER_BITS])
+        head_check = request_check(head, req_s.payload.payload[HEADER_BITS:], "head_check")
+        req_check = Signal(ErrorCode)
 
         # -- directory view of the request ---------------------------------------------------
         entry_layout = dir_entry_layout(tag_bits=tag_bits, max_sharers=ms)
@@ -310,8 +323,15 @@ class HomeAgent(wiring.Component):
         victim = Signal(entry_layout)
         m.d.comb += victim.eq(row.ways[dirs.victim_way])
 
-        cur = Signal(entry_layout)  # the line's entry, valid = 0 when in I
-        m.d.comb += cur.eq(Mux(dirs.hit, row.ways[dirs.hit_way], 0))
+        # The row's hit and free way, found in LOOKUP from the memory's read data and
+        # registered with the row (the tag compares then do not start the decision).
+        # DECIDE's back-invalidation frees the victim's way: it becomes the free way (the set
+        # was full, so the only one), and there was no hit.
+        row_hit = Signal()
+        row_hit_way = Signal(range(max(2, ways)))
+        row_free = Signal()
+        row_free_way = Signal(range(max(2, ways)))
+        cur = Signal(entry_layout)  # the line's entry, valid = 0 when in I (a register)
         in_s = Signal()
         in_em = Signal()
         r_bit = Signal(ms)  # the requester's sharer bit (0 for nodes >= max_sharers)
@@ -503,7 +523,6 @@ class HomeAgent(wiring.Component):
         out_head = Signal()
         out_tail = Signal()
         out_payload = Signal(f.payload_bits)
-        out_ready = Signal()
         for v in range(f.vcs):
             s = tx.streams[v]
             m.d.comb += [
@@ -512,10 +531,6 @@ class HomeAgent(wiring.Component):
                 s.payload.tail.eq(out_tail),
                 s.payload.payload.eq(out_payload),
             ]
-            # One VC at a time: a held credit is as good as the adapter's ready (which
-            # would go through its arbiter).
-            with m.If(out_vc == v):
-                m.d.comb += out_ready.eq(tx.can_send[v])
 
         target = Signal(range(ms))  # lowest node still to snoop
         for i in reversed(range(ms)):
@@ -573,6 +588,16 @@ class HomeAgent(wiring.Component):
                 resp_vc.eq(MsgClass.DAT.value),
                 resp_beats.eq(1),
             ]
+
+        # One message is offered at a time, so a held credit on its VC is as good as the
+        # adapter's ready. Both come from registers only (the credit counters; the VC of the
+        # response from mem_err, resp_err and response).
+        snoop_ready = Signal()
+        resp_ready = Signal()
+        m.d.comb += snoop_ready.eq(tx.can_send[MsgClass.SNP.value])
+        for v in range(f.vcs):
+            with m.If(resp_vc == v):
+                m.d.comb += resp_ready.eq(tx.can_send[v])
 
         # -- atomic ALU on the line buffer ---------------------------------------------------
         # The old value under an atomic (naturally aligned, at most 8 bytes, so inside one read
@@ -715,6 +740,7 @@ class HomeAgent(wiring.Component):
                     m.d.sync += [
                         req.eq(req_s.payload.payload[:HEADER_BITS]),
                         req_upper.eq(req_s.payload.payload[HEADER_BITS:]),
+                        req_check.eq(head_check),
                     ]
                     m.next = "CHECK"
                 with m.Else():  # a data flit without its header
@@ -727,10 +753,10 @@ class HomeAgent(wiring.Component):
                     update_dir.eq(0),
                     in_table.eq(0),
                     response.eq(_Response.NONE),
-                    resp_err.eq(check),
+                    resp_err.eq(req_check),
                     req_be.eq(0),
                 ]
-                with m.If(check != ErrorCode.OK):
+                with m.If(req_check != ErrorCode.OK):
                     m.d.comb += req_s.ready.eq(1)
                     m.d.sync += self.requests.eq(self.requests + 1)
                     with m.If(req_s.payload.tail):
@@ -773,13 +799,20 @@ class HomeAgent(wiring.Component):
 
             with m.State("LOOKUP"):
                 # The set address has been stable since IDLE: the row is there.
-                m.d.sync += row.eq(dirs.row)
+                m.d.sync += [
+                    row.eq(dirs.row),
+                    row_hit.eq(dirs.hit),
+                    row_hit_way.eq(dirs.hit_way),
+                    row_free.eq(dirs.free),
+                    row_free_way.eq(dirs.free_way),
+                    cur.eq(Mux(dirs.hit, dirs.row.ways[dirs.hit_way], 0)),
+                ]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
                 m.d.sync += [update_dir.eq(1), answered_s.eq(0)]
                 needs_way = Signal()
-                m.d.comb += needs_way.eq(is_coh_read & ~dirs.hit & ~dirs.free)
+                m.d.comb += needs_way.eq(is_coh_read & ~row_hit & ~row_free)
                 with m.If(needs_way & dirs.victim):
                     # Back-invalidate the victim, then decide again with its way free.
                     victim_holders = Mux(victim.em, Const(1, ms) << victim.owner, victim.sharers)
@@ -794,6 +827,8 @@ class HomeAgent(wiring.Component):
                         back_invalidating.eq(1),
                         row.ways[dirs.victim_way].valid.eq(0),
                         row.rr.eq(Mux(dirs.victim_way == ways - 1, 0, dirs.victim_way + 1)),
+                        row_free.eq(1),
+                        row_free_way.eq(dirs.victim_way),
                         self.back_invalidations.eq(self.back_invalidations + 1),
                     ]
                     m.next = "SNOOP"
@@ -817,8 +852,8 @@ class HomeAgent(wiring.Component):
                         err_entry.eq(n_err),
                         add_owner.eq(n_add_owner),
                         owner.eq(cur.owner),
-                        hit.eq(dirs.hit),
-                        way.eq(Mux(dirs.hit, dirs.hit_way, dirs.free_way)),
+                        hit.eq(row_hit),
+                        way.eq(Mux(row_hit, row_hit_way, row_free_way)),
                         in_table.eq(is_coh_read),
                         table_index.eq(table.insert_index),
                     ]
@@ -929,12 +964,11 @@ class HomeAgent(wiring.Component):
                 with m.Else():
                     m.d.comb += [
                         out_valid.eq(1),
-                        out_vc.eq(resp_vc),
                         out_head.eq(1),
                         out_tail.eq(resp_beats == 0),
                         out_payload.eq(resp_hdr),
                     ]
-                    with m.If(out_ready):
+                    with m.If(resp_ready):
                         with m.If(final_err != ErrorCode.OK):
                             m.d.sync += self.errors.eq(self.errors + 1)
                         with m.If(resp_beats == 0):
@@ -953,11 +987,10 @@ class HomeAgent(wiring.Component):
                     ]
                 m.d.comb += [
                     out_valid.eq(1),
-                    out_vc.eq(resp_vc),
                     out_tail.eq(beat == resp_beats - 1),
                     out_payload.eq(beat_out),
                 ]
-                with m.If(out_ready):
+                with m.If(resp_ready):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == resp_beats - 1):
                         m.next = "FINISH"
@@ -981,16 +1014,24 @@ class HomeAgent(wiring.Component):
                 ]
                 m.next = "IDLE"
 
-        with m.If(offer_snoop | snoop_held):
+        # Which message the output carries follows from the state alone: snoops are offered
+        # (or held) only outside RESPOND/RESPOND_DATA, responses only there. So its VC,
+        # header and payload, and the credit used as its ready, do not wait for the engine's
+        # decision to offer (which depends on the DAT stream's head flit).
+        responding = engine.ongoing("RESPOND") | engine.ongoing("RESPOND_DATA")
+        with m.If(responding):
+            m.d.comb += out_vc.eq(resp_vc)
+        with m.Else():
             m.d.comb += [
-                out_valid.eq(1),
                 out_vc.eq(MsgClass.SNP.value),
                 out_head.eq(1),
                 out_tail.eq(1),
                 out_payload.eq(snoop_hdr),
             ]
-            m.d.sync += snoop_held.eq(~out_ready)
-            with m.If(out_ready):
+        with m.If(offer_snoop | snoop_held):
+            m.d.comb += out_valid.eq(1)
+            m.d.sync += snoop_held.eq(~snoop_ready)
+            with m.If(snoop_ready):
                 m.d.comb += snoop_sent.eq(1)
                 m.d.sync += [
                     targets.eq(targets & ~(Const(1, ms) << target)),
