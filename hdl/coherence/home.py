@@ -67,7 +67,7 @@ from unifab.flit import (
     Opcode,
     beat_layout,
 )
-from unifab.hdl.coherence.atomics import AtomicAlu
+from unifab.hdl.coherence.atomics import AtomicAlu, sign_extend
 from unifab.hdl.coherence.directory import Directory, dir_entry_layout
 from unifab.hdl.coherence.table import TransactionTable
 from unifab.hdl.lib.axi import Axi4Signature, AxiBurst, AxiParams, AxiResp
@@ -190,10 +190,11 @@ class HomeAgent(wiring.Component):
         m.d.comb += self.rx_overflow.eq(rx.overflow)
         m.submodules.directory = dirs = self.directory
         m.submodules.table = table = TransactionTable(
-            entries=p.table_entries, line_bits=line_bits, lookups=1 + ways
+            entries=p.table_entries, line_bits=line_bits, lookups=1, held=ways
         )
         m.d.comb += self.table_used.eq(table.used)
-        m.submodules.alu = alu = AtomicAlu()
+        # The old value is sign-extended as it is taken from its read beat (atomic_old).
+        m.submodules.alu = alu = AtomicAlu(presized=True)
 
         req_s = rx.streams[MsgClass.REQ.value]
         rsp_s = rx.streams[MsgClass.RSP.value]
@@ -312,10 +313,13 @@ class HomeAgent(wiring.Component):
         way_lines = []
         for w in range(ways):
             line = Signal(line_bits, name=f"way{w}_line")
+            # Whether a way's line is busy: its line compared with the table's entries in
+            # LOOKUP, as the row is read (the entries' lines do not change before DECIDE
+            # inserts; their valid bits are used live).
             m.d.comb += [
                 line.eq(Cat(req_line[:set_bits], row.ways[w].tag)),
-                table.lookup_line[1 + w].eq(line),
-                dirs.way_busy[w].eq(table.lookup_busy[1 + w]),
+                table.held_line[w].eq(Cat(req_line[:set_bits], dirs.row.ways[w].tag)),
+                dirs.way_busy[w].eq(table.held_busy[w]),
             ]
             way_lines.append(line)
         victim_line = Signal(line_bits)
@@ -602,7 +606,9 @@ class HomeAgent(wiring.Component):
         # -- atomic ALU on the line buffer ---------------------------------------------------
         # The old value under an atomic (naturally aligned, at most 8 bytes, so inside one read
         # beat) is taken from its read beat as it arrives, not selected out of the whole line
-        # buffer afterwards: that selection was the start of the home's longest path.
+        # buffer afterwards: that selection was the start of the home's longest path. It is
+        # kept sign-extended from the access size (the ALU is presized): the ALU's signed
+        # compare then starts from this flop.
         atomic_old = Signal(64)
         beat_offset_bits = (W // 8 - 1).bit_length()
         m.d.comb += [
@@ -620,7 +626,9 @@ class HomeAgent(wiring.Component):
         # The new value is registered before it is written: the ALU's adders and compares
         # then end at a flop instead of at the memory's write data. The write of an atomic
         # starts in WRITE_ADDR, after the read, so the ALU's inputs (the old value, taken
-        # during the read, and the operands) are stable for that cycle at least.
+        # during the read, and the operands) are stable for that cycle at least. The operands
+        # (request data, size, opcode) hold from RX_DATA/IDLE on, so the ALU's registered
+        # operand side has them long before.
         atomic_new = Signal(64)
         m.d.sync += atomic_new.eq(alu.result)
         atomic_line = Signal(W * beats)
@@ -799,6 +807,7 @@ class HomeAgent(wiring.Component):
 
             with m.State("LOOKUP"):
                 # The set address has been stable since IDLE: the row is there.
+                m.d.comb += table.held_load.eq(1)
                 m.d.sync += [
                     row.eq(dirs.row),
                     row_hit.eq(dirs.hit),
@@ -943,7 +952,8 @@ class HomeAgent(wiring.Component):
                         ]
                     with m.If(beat == offset[beat_offset_bits:]):
                         in_beat = Cat(C(0, 3), offset[:beat_offset_bits])
-                        m.d.sync += atomic_old.eq(Cat(axi.rdata, C(0, 64)).bit_select(in_beat, 64))
+                        raw = Cat(axi.rdata, C(0, 64)).bit_select(in_beat, 64)
+                        m.d.sync += atomic_old.eq(sign_extend(m, raw, req.size[:2], "raw_signed"))
                     with m.If(read_error):
                         m.d.sync += mem_err.eq(1)
                     with m.If(axi.rlast):

@@ -329,6 +329,17 @@ class HomeSafetyHarness(_HomeBase):
             data.View(table_entry_layout(table.line_bits), tsigs[f"entry{i}"])
             for i in range(p.table_entries)
         ]
+        # Induction: in DECIDE and during a back-invalidation, the compares registered in
+        # LOOKUP are those of the row's lines with each valid entry's line now.
+        set_bits = home_geometry(p)[1]
+        with inv.If(in_state("DECIDE") | back_inv):
+            for w in range(ways):
+                line = Cat(req_line[:set_bits], row.ways[w].tag)
+                for i, e in enumerate(entries):
+                    inv.d.comb += Assert(
+                        ~e.valid | (tsigs[f"held_match{w}"][i] == (e.line == line)),
+                        f"inv: way {w}, entry {i}: registered compare",
+                    )
         for i in range(p.table_entries):
             for j in range(i + 1, p.table_entries):
                 a, b = entries[i], entries[j]
