@@ -670,12 +670,22 @@ class HomeAgent(wiring.Component):
                 ]
         m.d.comb += axi.wlast.eq(beat == beats - 1)
 
+        def is_snooped_line(addr: Value) -> Value:
+            """``addr`` is in the line being snooped (``snoop_addr``)."""
+            high = p.mem_addr_width
+            if base >> high == (end - 1) >> high:
+                # Every line of the window has the same address bits from mem_addr_width up,
+                # and the line snooped is one of them: those bits of `addr` are compared with
+                # a constant (half the inputs of a compare with the register).
+                return (addr[6:high] == snoop_addr[6:high]) & (addr[high:] == base >> high)
+            return addr[6:] == snoop_addr[6:]
+
         # -- RSP consumer ----------------------------------------------------------------------
         rsp = Header(rsp_s.payload.payload[:HEADER_BITS])
         answer_line = Signal()  # the message is about the line being snooped
         m.d.comb += [
             rsp_s.ready.eq(1),
-            answer_line.eq(snooping & (outstanding != 0) & (rsp.addr[6:] == snoop_addr[6:])),
+            answer_line.eq(snooping & (outstanding != 0) & is_snooped_line(rsp.addr)),
             table.ack_line.eq(line_of(rsp.addr)),
             table.ack_node.eq(rsp.src),
             table.ack_tag.eq(rsp.tag),
@@ -708,7 +718,7 @@ class HomeAgent(wiring.Component):
             & (dat.cls == MsgClass.DAT)
             & snooping
             & (outstanding != 0)
-            & (dat.addr[6:] == snoop_addr[6:])
+            & is_snooped_line(dat.addr)
         )
         engine_takes_dat = Signal()
         dropping = Signal()
@@ -1044,10 +1054,19 @@ class HomeAgent(wiring.Component):
             with m.If(snoop_ready):
                 m.d.comb += snoop_sent.eq(1)
                 m.d.sync += [
-                    targets.eq(targets & ~(Const(1, ms) << target)),
+                    # The snoop went to the lowest target: clear the lowest set bit (a carry
+                    # chain, not the target's encoder and a decoder).
+                    targets.eq(targets & (targets - 1)),
                     self.snoops.eq(self.snoops + 1),
                 ]
 
-        m.d.sync += self.unexpected.eq(self.unexpected + sum(unexpected_pulses))
+        # The discard pulses of a cycle are added to the count a cycle later, and the output
+        # adds the pending ones back: `unexpected` is still the number of pulses before this
+        # cycle, and the pulses (from the DAT/RSP head flits) end at a small register
+        # instead of at a 32-bit adder.
+        pending = Signal(range(len(unexpected_pulses) + 1))
+        counted = Signal(32)
+        m.d.sync += [pending.eq(sum(unexpected_pulses)), counted.eq(counted + pending)]
+        m.d.comb += self.unexpected.eq(counted + pending)
         m.d.comb += self.busy.eq(~engine.ongoing("IDLE") | (table.used != 0))
         return m

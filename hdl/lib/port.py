@@ -155,11 +155,12 @@ class StreamsToFabric(wiring.Component):
     With ``one_at_a_time``, the sender promises to offer at most one stream per cycle and to
     drive the flit it offers on every stream's payload (only the valid of its VC set). There
     is then no arbiter: a stream is taken when its VC holds a credit (``can_send``), and the
-    port's flit register loads the payload every cycle (its contents only matter while
+    port's flit and VC registers load every cycle (their contents only matter while
     ``port.valid`` is set). For a sender that keeps that promise the flits sent are exactly
     those of the round-robin adapter (which grants the only request), in the same cycles;
-    the decision to offer then reaches only ``valid``, the VC and the credit counters, not
-    the arbiter and the flit register's enables. If two streams are offered at once, both
+    the decision to offer then reaches only ``valid``, the VC (loaded every cycle, as the OR
+    of the valid bits of the VCs with each bit set) and the credit counters, not the arbiter
+    and the flit register's enables. If two streams are offered at once, both
     are marked taken and one flit is sent: a broken promise loses flits.
     """
 
@@ -191,11 +192,15 @@ class StreamsToFabric(wiring.Component):
                     sent[v].eq(self.streams[v].valid & self.can_send[v]),
                     self.streams[v].ready.eq(sent[v]),
                 ]
-                with m.If(sent[v]):
-                    m.d.sync += self.port.vc.eq(v)
                 m.d.sync += count[v].eq(count[v] - sent[v] + self.port.credit[v])
+            # The VC offered, as an OR of the valid bits (one set at most): one LUT level.
+            offered = [
+                Cat(self.streams[v].valid for v in range(f.vcs) if v >> b & 1).any()
+                for b in range(len(self.port.vc))
+            ]
             m.d.sync += [
                 self.port.valid.eq(Cat(sent).any()),
+                self.port.vc.eq(Cat(offered)),
                 self.port.flit.eq(self.streams[0].payload),  # the same on every stream
             ]
             return m
