@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from unifab.flit import Opcode
 
-__all__ = ["AtomicAlu", "size_mask"]
+__all__ = ["AtomicAlu", "sign_extend", "size_mask"]
 
 
 def size_mask(size: int) -> int:
@@ -14,11 +14,28 @@ def size_mask(size: int) -> int:
     return (1 << (8 << size)) - 1
 
 
+def sign_extend(m: Module, value: Value, size: Value, name: str) -> Signal:
+    """The low ``1 << size`` bytes of the 64-bit ``value``, sign-extended to 64 bits."""
+    extended = Signal(signed(64), name=name)
+    with m.Switch(size):
+        for s in range(4):
+            with m.Case(s):
+                m.d.comb += extended.eq(value[: 8 << s].as_signed())
+    return extended
+
+
 class AtomicAlu(wiring.Component):
     """Combinational atomic operation on 1, 2, 4 or 8 bytes.
 
     Values are little-endian and use the low ``1 << size`` bytes of each 64-bit port; the
     upper bytes of the inputs are ignored and those of ``old_value``/``result`` are zero.
+
+    With ``presized``, ``old`` must instead be the old value already sign-extended from the
+    access size (:func:`sign_extend`; the home does it as it takes the value from its read
+    beat), and the operand side (``operand``, ``compare`` masked and sign-extended, the
+    opcode decoded) is registered inside: ``result`` is then right one cycle after
+    ``operand``, ``compare``, ``size`` and ``opcode`` settle, as long as they hold. The
+    signed compare then starts from flops on both sides.
 
     Ports
     -----
@@ -40,7 +57,8 @@ class AtomicAlu(wiring.Component):
         AND/OR/XOR, and the signed minimum/maximum of old value and operand.
     """
 
-    def __init__(self):
+    def __init__(self, *, presized: bool = False):
+        self.presized = presized
         super().__init__(
             {
                 "opcode": In(Opcode, init=Opcode.ATOMIC_ADD),
@@ -57,24 +75,27 @@ class AtomicAlu(wiring.Component):
         m = Module()
         mask = Signal(64)
         a, b, c = Signal(64), Signal(64), Signal(64)
-        a_signed, b_signed = Signal(signed(64)), Signal(signed(64))
+        b_signed = Signal(signed(64))
+        opcode = Signal(Opcode, init=Opcode.ATOMIC_ADD)
         with m.Switch(self.size):
             for size in range(4):
                 with m.Case(size):
-                    bits = 8 << size
-                    m.d.comb += [
-                        mask.eq(size_mask(size)),
-                        a_signed.eq(self.old[:bits].as_signed()),
-                        b_signed.eq(self.operand[:bits].as_signed()),
-                    ]
-        m.d.comb += [
-            a.eq(self.old & mask),
+                    m.d.comb += mask.eq(size_mask(size))
+        # The operand side is a function of inputs that hold (presized: registered).
+        operand_side = m.d.sync if self.presized else m.d.comb
+        operand_side += [
             b.eq(self.operand & mask),
             c.eq(self.compare & mask),
-            self.old_value.eq(a),
+            b_signed.eq(sign_extend(m, self.operand, self.size, "operand_signed")),
+            opcode.eq(self.opcode),
         ]
+        if self.presized:
+            a_signed = self.old.as_signed()
+        else:
+            a_signed = sign_extend(m, self.old, self.size, "old_signed")
+        m.d.comb += [a.eq(self.old & mask), self.old_value.eq(a)]
         value = Signal(64)
-        with m.Switch(self.opcode):
+        with m.Switch(opcode):
             with m.Case(Opcode.ATOMIC_ADD):
                 m.d.comb += value.eq(a + b)
             with m.Case(Opcode.ATOMIC_SWAP):

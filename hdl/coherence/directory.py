@@ -41,8 +41,11 @@ class Directory(wiring.Component):
     """``sets`` rows of ``ways`` entries in a memory, plus the lookup logic for one row.
 
     The engine reads a row (synchronous read), keeps it in a register while it works on the
-    set, hands it back through ``probe_row`` for hit / free-way / victim selection, and writes
-    the whole row back at the end of the transaction.
+    set, and writes the whole row back at the end of the transaction. Hit and free-way
+    selection look at the row read (``row``), so the engine can register them with its copy
+    of the row instead of deciding through the tag compares; the victim is chosen from the
+    engine's copy (``probe_row``), whose ways may meanwhile have been freed, and the live
+    ``way_busy``.
 
     Ports
     -----
@@ -53,16 +56,16 @@ class Directory(wiring.Component):
     write_en, write_set, write_row : In(1), In(range(sets)), In(row_layout)
         Write a whole row.
     probe_row : In(row_layout)
-        The row to search (the engine's copy).
+        The row to choose a victim from (the engine's copy).
     probe_tag : In(tag_bits)
         The tag of the requested line.
     way_busy : In(ways)
         Bit ``w``: the line of way ``w`` is busy (in the transaction table); it may not be
         chosen as victim.
     hit, hit_way : Out(1), Out(range(ways))
-        A valid way holds ``probe_tag``, and which.
+        A valid way of ``row`` holds ``probe_tag``, and which.
     free, free_way : Out(1), Out(range(ways))
-        An invalid way exists, and the lowest one.
+        ``row`` has an invalid way, and the lowest one.
     victim, victim_way : Out(1), Out(range(ways))
         A valid, not busy way exists, and the first at or after the row's round-robin
         pointer ``rr`` (the engine sets ``rr`` past the victim it takes: one pointer per set).
@@ -113,7 +116,7 @@ class Directory(wiring.Component):
         ]
 
         ways = self.ways
-        row = self.probe_row.ways
+        row = self.row.ways
         hits = Cat(row[w].valid & (row[w].tag == self.probe_tag) for w in range(ways))
         frees = Cat(~row[w].valid for w in range(ways))
         m.d.comb += [self.hit.eq(hits.any()), self.free.eq(frees.any())]
@@ -125,6 +128,7 @@ class Directory(wiring.Component):
 
         # Round-robin victim: the first valid, not busy way at or after the pointer.
         pointer = self.probe_row.rr
+        row = self.probe_row.ways
         candidates = Cat(row[w].valid & ~self.way_busy[w] for w in range(ways))
         m.d.comb += self.victim.eq(candidates.any())
         for offset in reversed(range(ways)):

@@ -67,7 +67,7 @@ from unifab.flit import (
     Opcode,
     beat_layout,
 )
-from unifab.hdl.coherence.atomics import AtomicAlu
+from unifab.hdl.coherence.atomics import AtomicAlu, sign_extend
 from unifab.hdl.coherence.directory import Directory, dir_entry_layout
 from unifab.hdl.coherence.table import TransactionTable
 from unifab.hdl.lib.axi import Axi4Signature, AxiBurst, AxiParams, AxiResp
@@ -182,16 +182,19 @@ class HomeAgent(wiring.Component):
 
         # -- blocks ------------------------------------------------------------------------
         m.submodules.rx = rx = FabricToStreams(f, depth=p.rx_depth, registered=p.registered_rx)
-        m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits)
+        # The engine offers one message at a time, on every stream (only its VC valid): no
+        # arbiter between its offer and the port.
+        m.submodules.tx = tx = StreamsToFabric(f, credits=p.tx_credits, one_at_a_time=True)
         wiring.connect(m, wiring.flipped(self.fabric_in), rx.port)
         wiring.connect(m, tx.port, wiring.flipped(self.fabric_out))
         m.d.comb += self.rx_overflow.eq(rx.overflow)
         m.submodules.directory = dirs = self.directory
         m.submodules.table = table = TransactionTable(
-            entries=p.table_entries, line_bits=line_bits, lookups=1 + ways
+            entries=p.table_entries, line_bits=line_bits, lookups=1, held=ways
         )
         m.d.comb += self.table_used.eq(table.used)
-        m.submodules.alu = alu = AtomicAlu()
+        # The old value is sign-extended as it is taken from its read beat (atomic_old).
+        m.submodules.alu = alu = AtomicAlu(presized=True)
 
         req_s = rx.streams[MsgClass.REQ.value]
         rsp_s = rx.streams[MsgClass.RSP.value]
@@ -228,12 +231,10 @@ class HomeAgent(wiring.Component):
         req_be = Signal(LINE_BYTES)
         opv = Signal(6)
         m.d.comb += opv.eq(req.opcode.as_value())
-        is_req_opcode = Signal()
         is_coherent = Signal()  # READ_SHARED .. CLEAN_EVICT
         is_coh_read = Signal()  # READ_SHARED, READ_UNIQUE, UPGRADE: need COMP_ACK
         is_atomic = Signal()
         m.d.comb += [
-            is_req_opcode.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.ATOMIC_MAX.value)),
             is_coherent.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.CLEAN_EVICT.value)),
             is_coh_read.eq((opv >= Opcode.READ_SHARED.value) & (opv <= Opcode.UPGRADE.value)),
             is_atomic.eq((opv >= Opcode.ATOMIC_ADD.value) & (opv <= Opcode.ATOMIC_MAX.value)),
@@ -248,44 +249,57 @@ class HomeAgent(wiring.Component):
             req_tag.eq(req_line[set_bits:]),
             offset.eq(req.addr[:6]),
         ]
-        align = Signal(6)  # low address bits that must be zero for `size`
-        with m.Switch(req.size):
-            for size in range(7):
-                with m.Case(size):
-                    m.d.comb += align.eq((1 << size) - 1)
-        misaligned_line = Signal()
-        misaligned_size = Signal()
-        m.d.comb += [
-            misaligned_line.eq(req.addr[:6] != 0),
-            misaligned_size.eq((req.addr[:6] & align) != 0),
-        ]
-        malformed_header = Signal()
-        m.d.comb += malformed_header.eq(
-            ~is_req_opcode
-            | (req.cls != MsgClass.REQ)
-            | (req.rsvd != 0)
-            | (req_upper != 0)
-            | (req.err.as_value() > max(e.value for e in ErrorCode))
-            | (req.size > 6)
-        )
-        check = Signal(ErrorCode)
-        line_aligned = is_coherent | (req.opcode == Opcode.NC_WRITE)
-        with m.If(malformed_header):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(~in_window(req.addr)):
-            m.d.comb += check.eq(ErrorCode.WINDOW)
-        with m.Elif(line_aligned & misaligned_line):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif((req.opcode == Opcode.NC_READ) & misaligned_size):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(is_atomic & (req.size > 3)):
-            m.d.comb += check.eq(ErrorCode.UNSUPPORTED)
-        with m.Elif(is_atomic & misaligned_size):
-            m.d.comb += check.eq(ErrorCode.MALFORMED)
-        with m.Elif(is_coherent & (req.src >= ms)):
-            m.d.comb += check.eq(ErrorCode.UNSUPPORTED)
-        with m.Else():
-            m.d.comb += check.eq(ErrorCode.OK)
+
+        def request_check(hdr: data.View, upper: Value, name: str) -> Signal:
+            """The error code of a request with header ``hdr`` and reserved payload bits
+            ``upper`` (``ErrorCode.OK`` to process it)."""
+            op = hdr.opcode.as_value()
+            coherent = (op >= Opcode.READ_SHARED.value) & (op <= Opcode.CLEAN_EVICT.value)
+            atomic = (op >= Opcode.ATOMIC_ADD.value) & (op <= Opcode.ATOMIC_MAX.value)
+            align = Signal(6, name=f"{name}_align")  # low address bits that must be zero
+            with m.Switch(hdr.size):
+                for size in range(7):
+                    with m.Case(size):
+                        m.d.comb += align.eq((1 << size) - 1)
+            misaligned_line = hdr.addr[:6] != 0
+            misaligned_size = Signal(name=f"{name}_misaligned_size")
+            m.d.comb += misaligned_size.eq((hdr.addr[:6] & align) != 0)
+            malformed_header = Signal(name=f"{name}_malformed")
+            m.d.comb += malformed_header.eq(
+                ~((op >= Opcode.READ_SHARED.value) & (op <= Opcode.ATOMIC_MAX.value))
+                | (hdr.cls != MsgClass.REQ)
+                | (hdr.rsvd != 0)
+                | (upper != 0)
+                | (hdr.err.as_value() > max(e.value for e in ErrorCode))
+                | (hdr.size > 6)
+            )
+            result = Signal(ErrorCode, name=name)
+            line_aligned = coherent | (hdr.opcode == Opcode.NC_WRITE)
+            with m.If(malformed_header):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(~in_window(hdr.addr)):
+                m.d.comb += result.eq(ErrorCode.WINDOW)
+            with m.Elif(line_aligned & misaligned_line):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif((hdr.opcode == Opcode.NC_READ) & misaligned_size):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(atomic & (hdr.size > 3)):
+                m.d.comb += result.eq(ErrorCode.UNSUPPORTED)
+            with m.Elif(atomic & misaligned_size):
+                m.d.comb += result.eq(ErrorCode.MALFORMED)
+            with m.Elif(coherent & (hdr.src >= ms)):
+                m.d.comb += result.eq(ErrorCode.UNSUPPORTED)
+            with m.Else():
+                m.d.comb += result.eq(ErrorCode.OK)
+            return result
+
+        # The request's check is found from the head flit while IDLE takes its header, and
+        # registered with it (req_check): CHECK then starts from a flop, not from the header's
+        # decoding. "check" is the same function of the registered header, for the proofs.
+        request_check(req, req_upper, "check")
+        head = Header(req_s.payload.payload[:HEADER_BITS])
+        head_check = request_check(head, req_s.payload.payload[HEADER_BITS:], "head_check")
+        req_check = Signal(ErrorCode)
 
         # -- directory view of the request ---------------------------------------------------
         entry_layout = dir_entry_layout(tag_bits=tag_bits, max_sharers=ms)
@@ -299,10 +313,13 @@ class HomeAgent(wiring.Component):
         way_lines = []
         for w in range(ways):
             line = Signal(line_bits, name=f"way{w}_line")
+            # Whether a way's line is busy: its line compared with the table's entries in
+            # LOOKUP, as the row is read (the entries' lines do not change before DECIDE
+            # inserts; their valid bits are used live).
             m.d.comb += [
                 line.eq(Cat(req_line[:set_bits], row.ways[w].tag)),
-                table.lookup_line[1 + w].eq(line),
-                dirs.way_busy[w].eq(table.lookup_busy[1 + w]),
+                table.held_line[w].eq(Cat(req_line[:set_bits], dirs.row.ways[w].tag)),
+                dirs.way_busy[w].eq(table.held_busy[w]),
             ]
             way_lines.append(line)
         victim_line = Signal(line_bits)
@@ -310,8 +327,15 @@ class HomeAgent(wiring.Component):
         victim = Signal(entry_layout)
         m.d.comb += victim.eq(row.ways[dirs.victim_way])
 
-        cur = Signal(entry_layout)  # the line's entry, valid = 0 when in I
-        m.d.comb += cur.eq(Mux(dirs.hit, row.ways[dirs.hit_way], 0))
+        # The row's hit and free way, found in LOOKUP from the memory's read data and
+        # registered with the row (the tag compares then do not start the decision).
+        # DECIDE's back-invalidation frees the victim's way: it becomes the free way (the set
+        # was full, so the only one), and there was no hit.
+        row_hit = Signal()
+        row_hit_way = Signal(range(max(2, ways)))
+        row_free = Signal()
+        row_free_way = Signal(range(max(2, ways)))
+        cur = Signal(entry_layout)  # the line's entry, valid = 0 when in I (a register)
         in_s = Signal()
         in_em = Signal()
         r_bit = Signal(ms)  # the requester's sharer bit (0 for nodes >= max_sharers)
@@ -503,7 +527,6 @@ class HomeAgent(wiring.Component):
         out_head = Signal()
         out_tail = Signal()
         out_payload = Signal(f.payload_bits)
-        out_ready = Signal()
         for v in range(f.vcs):
             s = tx.streams[v]
             m.d.comb += [
@@ -512,10 +535,6 @@ class HomeAgent(wiring.Component):
                 s.payload.tail.eq(out_tail),
                 s.payload.payload.eq(out_payload),
             ]
-            # One VC at a time: a held credit is as good as the adapter's ready (which
-            # would go through its arbiter).
-            with m.If(out_vc == v):
-                m.d.comb += out_ready.eq(tx.can_send[v])
 
         target = Signal(range(ms))  # lowest node still to snoop
         for i in reversed(range(ms)):
@@ -574,10 +593,22 @@ class HomeAgent(wiring.Component):
                 resp_beats.eq(1),
             ]
 
+        # One message is offered at a time, so a held credit on its VC is as good as the
+        # adapter's ready. Both come from registers only (the credit counters; the VC of the
+        # response from mem_err, resp_err and response).
+        snoop_ready = Signal()
+        resp_ready = Signal()
+        m.d.comb += snoop_ready.eq(tx.can_send[MsgClass.SNP.value])
+        for v in range(f.vcs):
+            with m.If(resp_vc == v):
+                m.d.comb += resp_ready.eq(tx.can_send[v])
+
         # -- atomic ALU on the line buffer ---------------------------------------------------
         # The old value under an atomic (naturally aligned, at most 8 bytes, so inside one read
         # beat) is taken from its read beat as it arrives, not selected out of the whole line
-        # buffer afterwards: that selection was the start of the home's longest path.
+        # buffer afterwards: that selection was the start of the home's longest path. It is
+        # kept sign-extended from the access size (the ALU is presized): the ALU's signed
+        # compare then starts from this flop.
         atomic_old = Signal(64)
         beat_offset_bits = (W // 8 - 1).bit_length()
         m.d.comb += [
@@ -595,7 +626,9 @@ class HomeAgent(wiring.Component):
         # The new value is registered before it is written: the ALU's adders and compares
         # then end at a flop instead of at the memory's write data. The write of an atomic
         # starts in WRITE_ADDR, after the read, so the ALU's inputs (the old value, taken
-        # during the read, and the operands) are stable for that cycle at least.
+        # during the read, and the operands) are stable for that cycle at least. The operands
+        # (request data, size, opcode) hold from RX_DATA/IDLE on, so the ALU's registered
+        # operand side has them long before.
         atomic_new = Signal(64)
         m.d.sync += atomic_new.eq(alu.result)
         atomic_line = Signal(W * beats)
@@ -637,12 +670,22 @@ class HomeAgent(wiring.Component):
                 ]
         m.d.comb += axi.wlast.eq(beat == beats - 1)
 
+        def is_snooped_line(addr: Value) -> Value:
+            """``addr`` is in the line being snooped (``snoop_addr``)."""
+            high = p.mem_addr_width
+            if base >> high == (end - 1) >> high:
+                # Every line of the window has the same address bits from mem_addr_width up,
+                # and the line snooped is one of them: those bits of `addr` are compared with
+                # a constant (half the inputs of a compare with the register).
+                return (addr[6:high] == snoop_addr[6:high]) & (addr[high:] == base >> high)
+            return addr[6:] == snoop_addr[6:]
+
         # -- RSP consumer ----------------------------------------------------------------------
         rsp = Header(rsp_s.payload.payload[:HEADER_BITS])
         answer_line = Signal()  # the message is about the line being snooped
         m.d.comb += [
             rsp_s.ready.eq(1),
-            answer_line.eq(snooping & (outstanding != 0) & (rsp.addr[6:] == snoop_addr[6:])),
+            answer_line.eq(snooping & (outstanding != 0) & is_snooped_line(rsp.addr)),
             table.ack_line.eq(line_of(rsp.addr)),
             table.ack_node.eq(rsp.src),
             table.ack_tag.eq(rsp.tag),
@@ -675,7 +718,7 @@ class HomeAgent(wiring.Component):
             & (dat.cls == MsgClass.DAT)
             & snooping
             & (outstanding != 0)
-            & (dat.addr[6:] == snoop_addr[6:])
+            & is_snooped_line(dat.addr)
         )
         engine_takes_dat = Signal()
         dropping = Signal()
@@ -715,6 +758,7 @@ class HomeAgent(wiring.Component):
                     m.d.sync += [
                         req.eq(req_s.payload.payload[:HEADER_BITS]),
                         req_upper.eq(req_s.payload.payload[HEADER_BITS:]),
+                        req_check.eq(head_check),
                     ]
                     m.next = "CHECK"
                 with m.Else():  # a data flit without its header
@@ -727,10 +771,10 @@ class HomeAgent(wiring.Component):
                     update_dir.eq(0),
                     in_table.eq(0),
                     response.eq(_Response.NONE),
-                    resp_err.eq(check),
+                    resp_err.eq(req_check),
                     req_be.eq(0),
                 ]
-                with m.If(check != ErrorCode.OK):
+                with m.If(req_check != ErrorCode.OK):
                     m.d.comb += req_s.ready.eq(1)
                     m.d.sync += self.requests.eq(self.requests + 1)
                     with m.If(req_s.payload.tail):
@@ -773,13 +817,21 @@ class HomeAgent(wiring.Component):
 
             with m.State("LOOKUP"):
                 # The set address has been stable since IDLE: the row is there.
-                m.d.sync += row.eq(dirs.row)
+                m.d.comb += table.held_load.eq(1)
+                m.d.sync += [
+                    row.eq(dirs.row),
+                    row_hit.eq(dirs.hit),
+                    row_hit_way.eq(dirs.hit_way),
+                    row_free.eq(dirs.free),
+                    row_free_way.eq(dirs.free_way),
+                    cur.eq(Mux(dirs.hit, dirs.row.ways[dirs.hit_way], 0)),
+                ]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
                 m.d.sync += [update_dir.eq(1), answered_s.eq(0)]
                 needs_way = Signal()
-                m.d.comb += needs_way.eq(is_coh_read & ~dirs.hit & ~dirs.free)
+                m.d.comb += needs_way.eq(is_coh_read & ~row_hit & ~row_free)
                 with m.If(needs_way & dirs.victim):
                     # Back-invalidate the victim, then decide again with its way free.
                     victim_holders = Mux(victim.em, Const(1, ms) << victim.owner, victim.sharers)
@@ -794,6 +846,8 @@ class HomeAgent(wiring.Component):
                         back_invalidating.eq(1),
                         row.ways[dirs.victim_way].valid.eq(0),
                         row.rr.eq(Mux(dirs.victim_way == ways - 1, 0, dirs.victim_way + 1)),
+                        row_free.eq(1),
+                        row_free_way.eq(dirs.victim_way),
                         self.back_invalidations.eq(self.back_invalidations + 1),
                     ]
                     m.next = "SNOOP"
@@ -817,8 +871,8 @@ class HomeAgent(wiring.Component):
                         err_entry.eq(n_err),
                         add_owner.eq(n_add_owner),
                         owner.eq(cur.owner),
-                        hit.eq(dirs.hit),
-                        way.eq(Mux(dirs.hit, dirs.hit_way, dirs.free_way)),
+                        hit.eq(row_hit),
+                        way.eq(Mux(row_hit, row_hit_way, row_free_way)),
                         in_table.eq(is_coh_read),
                         table_index.eq(table.insert_index),
                     ]
@@ -908,7 +962,8 @@ class HomeAgent(wiring.Component):
                         ]
                     with m.If(beat == offset[beat_offset_bits:]):
                         in_beat = Cat(C(0, 3), offset[:beat_offset_bits])
-                        m.d.sync += atomic_old.eq(Cat(axi.rdata, C(0, 64)).bit_select(in_beat, 64))
+                        raw = Cat(axi.rdata, C(0, 64)).bit_select(in_beat, 64)
+                        m.d.sync += atomic_old.eq(sign_extend(m, raw, req.size[:2], "raw_signed"))
                     with m.If(read_error):
                         m.d.sync += mem_err.eq(1)
                     with m.If(axi.rlast):
@@ -929,12 +984,11 @@ class HomeAgent(wiring.Component):
                 with m.Else():
                     m.d.comb += [
                         out_valid.eq(1),
-                        out_vc.eq(resp_vc),
                         out_head.eq(1),
                         out_tail.eq(resp_beats == 0),
                         out_payload.eq(resp_hdr),
                     ]
-                    with m.If(out_ready):
+                    with m.If(resp_ready):
                         with m.If(final_err != ErrorCode.OK):
                             m.d.sync += self.errors.eq(self.errors + 1)
                         with m.If(resp_beats == 0):
@@ -953,11 +1007,10 @@ class HomeAgent(wiring.Component):
                     ]
                 m.d.comb += [
                     out_valid.eq(1),
-                    out_vc.eq(resp_vc),
                     out_tail.eq(beat == resp_beats - 1),
                     out_payload.eq(beat_out),
                 ]
-                with m.If(out_ready):
+                with m.If(resp_ready):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == resp_beats - 1):
                         m.next = "FINISH"
@@ -981,22 +1034,39 @@ class HomeAgent(wiring.Component):
                 ]
                 m.next = "IDLE"
 
-        with m.If(offer_snoop | snoop_held):
+        # Which message the output carries follows from the state alone: snoops are offered
+        # (or held) only outside RESPOND/RESPOND_DATA, responses only there. So its VC,
+        # header and payload, and the credit used as its ready, do not wait for the engine's
+        # decision to offer (which depends on the DAT stream's head flit).
+        responding = engine.ongoing("RESPOND") | engine.ongoing("RESPOND_DATA")
+        with m.If(responding):
+            m.d.comb += out_vc.eq(resp_vc)
+        with m.Else():
             m.d.comb += [
-                out_valid.eq(1),
                 out_vc.eq(MsgClass.SNP.value),
                 out_head.eq(1),
                 out_tail.eq(1),
                 out_payload.eq(snoop_hdr),
             ]
-            m.d.sync += snoop_held.eq(~out_ready)
-            with m.If(out_ready):
+        with m.If(offer_snoop | snoop_held):
+            m.d.comb += out_valid.eq(1)
+            m.d.sync += snoop_held.eq(~snoop_ready)
+            with m.If(snoop_ready):
                 m.d.comb += snoop_sent.eq(1)
                 m.d.sync += [
-                    targets.eq(targets & ~(Const(1, ms) << target)),
+                    # The snoop went to the lowest target: clear the lowest set bit (a carry
+                    # chain, not the target's encoder and a decoder).
+                    targets.eq(targets & (targets - 1)),
                     self.snoops.eq(self.snoops + 1),
                 ]
 
-        m.d.sync += self.unexpected.eq(self.unexpected + sum(unexpected_pulses))
+        # The discard pulses of a cycle are added to the count a cycle later, and the output
+        # adds the pending ones back: `unexpected` is still the number of pulses before this
+        # cycle, and the pulses (from the DAT/RSP head flits) end at a small register
+        # instead of at a 32-bit adder.
+        pending = Signal(range(len(unexpected_pulses) + 1))
+        counted = Signal(32)
+        m.d.sync += [pending.eq(sum(unexpected_pulses)), counted.eq(counted + pending)]
+        m.d.comb += self.unexpected.eq(counted + pending)
         m.d.comb += self.busy.eq(~engine.ongoing("IDLE") | (table.used != 0))
         return m

@@ -46,19 +46,29 @@ class TransactionTable(wiring.Component):
         Lines to check.
     lookup_busy : Out(lookups)
         Bit ``i``: a valid entry holds ``lookup_line[i]`` (combinational).
+    held_line : In(ArrayLayout(line_bits, held))
+        Lines to compare when ``held_load`` is set.
+    held_load : In(1)
+        Register the compares of ``held_line`` with every entry's line.
+    held_busy : Out(held)
+        Bit ``i``: a valid entry holds the line ``held_line[i]`` had at the last
+        ``held_load`` (the compares from registers, the valid bits live). Right until the next
+        insert (which may change an entry's line); the home loads in LOOKUP and inserts at
+        the end of DECIDE, so its victim choice does not start at the line compares.
     full : Out(1)
         Every entry is valid.
     used : Out(range(entries + 1))
         Number of valid entries.
     """
 
-    def __init__(self, *, entries: int, line_bits: int, lookups: int = 1):
-        if entries < 1 or line_bits < 1 or lookups < 1:
+    def __init__(self, *, entries: int, line_bits: int, lookups: int = 1, held: int = 0):
+        if entries < 1 or line_bits < 1 or lookups < 1 or held < 0:
             raise ValueError(
                 f"entries, line_bits and lookups must be positive, not {entries}, {line_bits},"
                 f" {lookups}"
             )
         self.entries, self.line_bits, self.lookups = entries, line_bits, lookups
+        self.held = held
         index = range(max(2, entries))
         super().__init__(
             {
@@ -76,6 +86,9 @@ class TransactionTable(wiring.Component):
                 "ack_hit": Out(1),
                 "lookup_line": In(data.ArrayLayout(line_bits, lookups)),
                 "lookup_busy": Out(lookups),
+                "held_line": In(data.ArrayLayout(line_bits, max(1, held))),
+                "held_load": In(1),
+                "held_busy": Out(max(1, held)),
                 "full": Out(1),
                 "used": Out(range(entries + 1)),
             }
@@ -99,6 +112,11 @@ class TransactionTable(wiring.Component):
             m.d.comb += self.lookup_busy[k].eq(
                 Cat(e.valid & (e.line == self.lookup_line[k]) for e in table).any()
             )
+        for k in range(self.held):
+            matches = Signal(self.entries, name=f"held_match{k}")
+            with m.If(self.held_load):
+                m.d.sync += matches.eq(Cat(e.line == self.held_line[k] for e in table))
+            m.d.comb += self.held_busy[k].eq((matches & valid).any())
         acked = Cat(
             e.valid
             & (e.line == self.ack_line)

@@ -151,12 +151,24 @@ class StreamsToFabric(wiring.Component):
         A credit is held for that VC (from registers): a flit offered on that VC while no
         other VC offers one is taken this cycle. A sender that offers one VC at a time can
         use it as that stream's ``ready`` without the path through the arbiter.
+
+    With ``one_at_a_time``, the sender promises to offer at most one stream per cycle and to
+    drive the flit it offers on every stream's payload (only the valid of its VC set). There
+    is then no arbiter: a stream is taken when its VC holds a credit (``can_send``), and the
+    port's flit and VC registers load every cycle (their contents only matter while
+    ``port.valid`` is set). For a sender that keeps that promise the flits sent are exactly
+    those of the round-robin adapter (which grants the only request), in the same cycles;
+    the decision to offer then reaches only ``valid``, the VC (loaded every cycle, as the OR
+    of the valid bits of the VCs with each bit set) and the credit counters, not the arbiter
+    and the flit register's enables. If two streams are offered at once, both
+    are marked taken and one flit is sent: a broken promise loses flits.
     """
 
-    def __init__(self, fabric: FabricParams, *, credits: int):
+    def __init__(self, fabric: FabricParams, *, credits: int, one_at_a_time: bool = False):
         if credits < 1:
             raise ValueError(f"credits must be at least 1, not {credits!r}")
-        self.fabric, self.credits = fabric, credits
+        check_flag("one_at_a_time", one_at_a_time)
+        self.fabric, self.credits, self.one_at_a_time = fabric, credits, one_at_a_time
         super().__init__(
             {
                 "streams": In(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
@@ -168,13 +180,32 @@ class StreamsToFabric(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         f = self.fabric
-        m.submodules.arbiter = arbiter = RoundRobin(count=f.vcs)
         count = [
             Signal(range(self.credits + 1), init=self.credits, name=f"credits{v}")
             for v in range(f.vcs)
         ]
+        m.d.comb += self.can_send.eq(Cat(count[v] != 0 for v in range(f.vcs)))
+        if self.one_at_a_time:
+            sent = [Signal(name=f"sent{v}") for v in range(f.vcs)]
+            for v in range(f.vcs):
+                m.d.comb += [
+                    sent[v].eq(self.streams[v].valid & self.can_send[v]),
+                    self.streams[v].ready.eq(sent[v]),
+                ]
+                m.d.sync += count[v].eq(count[v] - sent[v] + self.port.credit[v])
+            # The VC offered, as an OR of the valid bits (one set at most): one LUT level.
+            offered = [
+                Cat(self.streams[v].valid for v in range(f.vcs) if v >> b & 1).any()
+                for b in range(len(self.port.vc))
+            ]
+            m.d.sync += [
+                self.port.valid.eq(Cat(sent).any()),
+                self.port.vc.eq(Cat(offered)),
+                self.port.flit.eq(self.streams[0].payload),  # the same on every stream
+            ]
+            return m
+        m.submodules.arbiter = arbiter = RoundRobin(count=f.vcs)
         m.d.comb += [
-            self.can_send.eq(Cat(count[v] != 0 for v in range(f.vcs))),
             arbiter.requests.eq(Cat(self.streams[v].valid for v in range(f.vcs)) & self.can_send),
         ]
         chosen = Signal(flit_layout(f))

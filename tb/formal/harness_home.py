@@ -86,7 +86,7 @@ class FreeTx(wiring.Component):
 
     made: list = []
 
-    def __init__(self, fabric: FabricParams, *, credits: int):
+    def __init__(self, fabric: FabricParams, *, credits: int, one_at_a_time: bool = False):
         super().__init__(
             {
                 "streams": In(stream.Signature(flit_layout(fabric))).array(fabric.vcs),
@@ -251,6 +251,10 @@ class HomeSafetyHarness(_HomeBase):
         req_line = sigs["req_line"]
         req_tag = req_line[home_geometry(p)[1] :]
         check = sigs["check"]
+        # The check registered with the header is the check of the registered header (both
+        # are loaded as IDLE takes a head flit; before the first, they are the reset values).
+        with inv.If(~in_state("IDLE")):
+            inv.d.comb += Assert(sigs["req_check"] == check, "inv: registered check")
         ok_e = data.View(entry_layout, sigs["ok_entry"])
         err_e = data.View(entry_layout, sigs["err_entry"])
         hit, way = sigs["hit"], sigs["way"]
@@ -298,11 +302,44 @@ class HomeSafetyHarness(_HomeBase):
                 Assert(way < ways, "inv: way in range"),
             ]
 
+        # Induction: in DECIDE and during a back-invalidation, the hit and free way registered
+        # in LOOKUP (and updated by the back-invalidation) are those of the engine's row.
+        hits = [row.ways[w].valid & (row.ways[w].tag == req_tag) for w in range(ways)]
+        frees = [~row.ways[w].valid for w in range(ways)]
+        hit_way = Const(0, len(sigs["row_hit_way"]))
+        free_way = Const(0, len(sigs["row_free_way"]))
+        for w in reversed(range(ways)):
+            hit_way = Mux(hits[w], w, hit_way)
+            free_way = Mux(frees[w], w, free_way)
+        row_cur = data.View(entry_layout, sigs["cur"])
+        with inv.If(in_state("DECIDE") | back_inv):
+            inv.d.comb += [
+                Assert(sigs["row_hit"] == Cat(hits).any(), "inv: registered hit"),
+                Assert(sigs["row_free"] == Cat(frees).any(), "inv: registered free"),
+                Assert(sigs["row_hit_way"] == hit_way, "inv: registered hit way"),
+                Assert(sigs["row_free_way"] == free_way, "inv: registered free way"),
+                Assert(
+                    row_cur.as_value() == Mux(Cat(hits).any(), row.ways[hit_way].as_value(), 0),
+                    "inv: registered entry of the line",
+                ),
+            ]
+
         # -- the transaction table -------------------------------------------------------
         entries = [
             data.View(table_entry_layout(table.line_bits), tsigs[f"entry{i}"])
             for i in range(p.table_entries)
         ]
+        # Induction: in DECIDE and during a back-invalidation, the compares registered in
+        # LOOKUP are those of the row's lines with each valid entry's line now.
+        set_bits = home_geometry(p)[1]
+        with inv.If(in_state("DECIDE") | back_inv):
+            for w in range(ways):
+                line = Cat(req_line[:set_bits], row.ways[w].tag)
+                for i, e in enumerate(entries):
+                    inv.d.comb += Assert(
+                        ~e.valid | (tsigs[f"held_match{w}"][i] == (e.line == line)),
+                        f"inv: way {w}, entry {i}: registered compare",
+                    )
         for i in range(p.table_entries):
             for j in range(i + 1, p.table_entries):
                 a, b = entries[i], entries[j]
