@@ -90,8 +90,9 @@ BOARD_REGISTERED_ROUTE = True
 #: longest paths; one more cycle per agent.
 BOARD_REGISTERED_AGENT_RX = True
 #: The board's link layers: the ``small`` preset, the receiver checking the CRC a cycle
-#: before acting on the flit (``LinkParams.registered_crc``).
-BOARD_LINK = replace(LINK_PRESETS["small"], registered_crc=True)
+#: before acting on the flit (``LinkParams.registered_crc``), the transmitter registering its
+#: choice of VC before writing the flit (``LinkParams.registered_select``).
+BOARD_LINK = replace(LINK_PRESETS["small"], registered_crc=True, registered_select=True)
 
 
 def system_preset(name: str) -> SystemParams:

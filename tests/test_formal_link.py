@@ -71,6 +71,14 @@ def test_formal_link_registered_crc_bmc() -> None:
     expect_pass("link_registered_crc", harness, mode="bmc", depth=LINK_DEPTH)
 
 
+def test_formal_link_registered_select_bmc() -> None:
+    """The same properties with the transmitter's choice of VC registered and both board
+    options on (the board's links)."""
+    harness = LinkHarness()
+    harness.params = replace(harness.params, registered_crc=True, registered_select=True)
+    expect_pass("link_registered_select", harness, mode="bmc", depth=LINK_DEPTH)
+
+
 def test_formal_link_cover() -> None:
     expect_pass("link_cover", LinkHarness(), mode="cover", depth=LINK_COVER_DEPTH)
 
@@ -81,10 +89,31 @@ def test_formal_link_mutant_no_credit_consume() -> None:
         LinkTx,
         "m.d.comb += [self.flits[v].ready.eq(1), counters[v].consume.eq(1)]",
         "m.d.comb += [self.flits[v].ready.eq(1)]",
+        method="_select_direct",
     )
     expect_fail(
         "link_mutant_credit",
         LinkHarness(tx_cls=broken),
+        mode="bmc",
+        depth=LINK_DEPTH,
+        expect="credit",
+    )
+
+
+def test_formal_link_registered_select_mutant_no_credit_consume() -> None:
+    """The same with the registered choice of VC: a choice that takes no credit overruns
+    the receiver's buffer."""
+    broken = mutant(
+        LinkTx,
+        "m.d.comb += counters[v].consume.eq(1)",
+        "pass",
+        method="_select_registered",
+    )
+    harness = LinkHarness(tx_cls=broken)
+    harness.params = replace(harness.params, registered_select=True)
+    expect_fail(
+        "link_registered_select_mutant_credit",
+        harness,
         mode="bmc",
         depth=LINK_DEPTH,
         expect="credit",

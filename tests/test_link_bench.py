@@ -6,6 +6,7 @@ repeated with it. Both simulators run the same bench; Icarus with fewer flits (i
 
 import pytest
 
+from unifab.params import LinkParams
 from unifab.tb.benches import default_seed, link_bench
 
 CASES = {
@@ -35,6 +36,38 @@ def test_link_pair(case: str, sim: str) -> None:
         assert result["dropped"] + result["corrupted"] > 0
         assert result["replays"] > 0
     if case == "clean":
+        assert result["replays"] == 0 and result["crc_errors"] == 0
+        assert result["goodput"] > 0.95
+    if settings.get("reset"):
+        assert result["downs"] >= 1
+
+
+#: The board's link options (transmitter choice of VC and receiver CRC verdict registered) on
+#: the default buffers. Flit counts differ from ``CASES`` so each run has its own build tag.
+BOARD_CASES = {
+    "clean": dict(p_err=0.0, latency=32, flits=3500),
+    "lossy-backpressure": dict(p_err=1e-2, latency=32, flits=3500, inject=0.7, ready=0.6),
+    "short-heavy-loss": dict(p_err=5e-2, latency=1, flits=1500, inject=0.9, ready=0.8),
+    "reset-recovery": dict(p_err=1e-3, latency=16, flits=3500, reset=True),
+}
+
+
+@pytest.mark.parametrize("case", list(BOARD_CASES))
+def test_link_pair_registered_select(case: str) -> None:
+    """The same bench with ``registered_select`` and ``registered_crc`` on (Verilator)."""
+    settings = dict(BOARD_CASES[case])
+    seed = default_seed(fallback=30 + list(BOARD_CASES).index(case))
+    print(f"seed={seed} (repeat with UNIFAB_SEED={seed})")
+    params = LinkParams(registered_crc=True, registered_select=True)
+    result = link_bench(params=params, seed=seed, sim="verilator", **settings)
+    print({k: v for k, v in result.items() if k != "counters"})
+    assert result["flits"] == 2 * settings["flits"]
+    assert result["received"] == result["flits"] - result["reset_lost"]
+    if settings["p_err"] > 0 and not settings.get("reset"):
+        assert result["dropped"] + result["corrupted"] > 0
+        assert result["replays"] > 0
+    if case == "clean":
+        # One flit per cycle still: the registered choice costs latency, not throughput.
         assert result["replays"] == 0 and result["crc_errors"] == 0
         assert result["goodput"] > 0.95
     if settings.get("reset"):

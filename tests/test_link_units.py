@@ -1049,6 +1049,7 @@ class PairCase:
     reset_b: bool = False
     max_cycles: int | None = None  # watchdog; default from the amount of traffic
     registered_crc: bool = False
+    registered_select: bool = False
 
 
 PAIR_PARAMS = LinkParams(replay_depth=32, rx_depth=16, ack_timeout=64)
@@ -1057,7 +1058,11 @@ PAIR_PARAMS = LinkParams(replay_depth=32, rx_depth=16, ack_timeout=64)
 def run_pair(case: PairCase, name: str) -> Counter:
     """Random per-VC traffic both ways; per-VC scoreboards; returns counters and stats."""
     rng = make_rng(case.seed)
-    params = replace(PAIR_PARAMS, registered_crc=case.registered_crc)
+    params = replace(
+        PAIR_PARAMS,
+        registered_crc=case.registered_crc,
+        registered_select=case.registered_select,
+    )
     fab = params.fabric
     V = fab.vcs
     flit_bits = flit_layout(fab).size
@@ -1174,8 +1179,36 @@ def run_pair(case: PairCase, name: str) -> Counter:
         PairCase(seed=3, latency=(8, 2), p_flip=0.05, p_drop=0.03, p_inject=0.9),
         PairCase(seed=4, latency=(3, 3), p_flip=0.01, p_drop=0.05, p_ready=(0.05, 1.0)),
         PairCase(seed=7, latency=(4, 2), p_flip=0.03, p_drop=0.02, registered_crc=True),
+        # The board's transmitter: choice of VC registered, then written (registered_select).
+        PairCase(seed=8, latency=(1, 1), p_flip=0.0, p_drop=0.0, registered_select=True),
+        PairCase(
+            seed=9,
+            latency=(5, 3),
+            p_flip=0.03,
+            p_drop=0.03,
+            p_inject=0.9,
+            registered_crc=True,
+            registered_select=True,
+        ),
+        PairCase(
+            seed=10,
+            latency=(3, 3),
+            p_flip=0.01,
+            p_drop=0.05,
+            p_ready=(0.05, 1.0),
+            registered_select=True,
+        ),
     ],
-    ids=["clean", "lossy", "lossier", "backpressure", "lossy_registered_crc"],
+    ids=[
+        "clean",
+        "lossy",
+        "lossier",
+        "backpressure",
+        "lossy_registered_crc",
+        "clean_registered_select",
+        "lossier_board",
+        "backpressure_registered_select",
+    ],
 )
 def test_link_pair(case: PairCase) -> None:
     stats = run_pair(case, f"pair_{case.seed}")
@@ -1186,15 +1219,68 @@ def test_link_pair(case: PairCase) -> None:
         assert stats["crc_errors_a"] == stats["crc_errors_b"] == 0
 
 
+@pytest.mark.parametrize("registered_select", [False, True], ids=["direct", "registered_select"])
 @pytest.mark.parametrize("lossy", [False, True], ids=["clean", "lossy"])
-def test_link_pair_peer_reset(lossy: bool) -> None:
+def test_link_pair_peer_reset(lossy: bool, registered_select: bool) -> None:
     """Side b resets while the link is up: a goes down once, both retrain, traffic resumes."""
     case = PairCase(
-        seed=5 + lossy,
+        seed=5 + lossy + 10 * registered_select,
         latency=(5, 3),
         p_flip=0.02 * lossy,
         p_drop=0.02 * lossy,
         reset_b=True,
+        registered_select=registered_select,
     )
-    stats = run_pair(case, f"pair_reset_{int(lossy)}")
+    stats = run_pair(case, f"pair_reset_{int(lossy)}_{int(registered_select)}")
     assert stats["relink_cycles"] < 100
+
+
+def accepted_per_window(params: LinkParams, vcs_used: int, cycles: int) -> int:
+    """Flits side a's transmitter takes in ``cycles`` cycles once the link is up, with
+    ``vcs_used`` VCs always offering a flit, a clean one-cycle channel and side b always
+    ready."""
+    dut = LinkPair(params)
+    fab = params.fabric
+    taken = 0
+
+    async def bench(ctx):
+        nonlocal taken
+        pins = Pins(ctx)
+        for v in range(fab.vcs):
+            pins.set(dut.b.rx[v].ready, 1)
+            pins.set(dut.a.tx[v].valid, 0)
+        chans = [deque([None]), deque([None])]
+        cyc = up_at = 0
+        while up_at == 0 or cyc < up_at + cycles:
+            if up_at == 0 and ctx.get(dut.a.up) and ctx.get(dut.b.up):
+                up_at = cyc
+                for v in range(vcs_used):
+                    pins.set(dut.a.tx[v].valid, 1)
+            for s, (side, other) in enumerate(((dut.a, dut.b), (dut.b, dut.a))):
+                chans[s].append(ctx.get(side.phy_tx.data) if ctx.get(side.phy_tx.valid) else None)
+                out = chans[s].popleft()
+                pins.set(other.phy_rx.valid, out is not None)
+                if out is not None:
+                    pins.set(other.phy_rx.data, out)
+            if up_at:
+                taken += sum(ctx.get(dut.a.tx[v].ready) for v in range(vcs_used))
+            await ctx.tick()
+            cyc += 1
+            assert cyc < 1000, "the link did not come up"
+
+    simulate(dut, bench, name=f"throughput_{int(params.registered_select)}_{vcs_used}")
+    return taken
+
+
+@pytest.mark.parametrize("vcs_used", [1, 3])
+def test_link_registered_select_throughput(vcs_used: int) -> None:
+    """With ``registered_select`` the transmitter still takes one flit per cycle, on one VC
+    (the VC being written is chosen again) or spread over several: within a few flits of the
+    direct transmitter, whose rate the receive buffers' credits limit."""
+    params = replace(PAIR_PARAMS, rx_depth=64)
+    cycles = 200
+    direct = accepted_per_window(params, vcs_used, cycles)
+    registered = accepted_per_window(replace(params, registered_select=True), vcs_used, cycles)
+    print({"direct": direct, "registered": registered})
+    assert direct >= cycles - 4
+    assert registered >= direct - 2

@@ -38,7 +38,9 @@ class LinkTx(wiring.Component):
     -----
     flits : In(stream(Flit)).array(vcs)
         Flits to send, one stream per VC; taken only while the link is up, the VC holds a
-        credit and the replay buffer has room.
+        credit and the replay buffer has room. With ``registered_select``, taken into a
+        one-flit register per VC while the link is up and that register is free or being
+        emptied, whatever the credits and the replay buffer.
     phy : Out(stream(link_bits, always_ready))
         Link flits to the channel, CRC included; valid every cycle.
     up : In(1)
@@ -122,18 +124,8 @@ class LinkTx(wiring.Component):
         m.d.comb += self.credit_overflow.eq(Cat(cc.overflow for cc in counters).any())
 
         # ---- Stage A: create sequenced flits -------------------------------------------
-        eligible = Signal(vcs)
-        stalled = Signal(vcs)
-        for v in range(vcs):
-            m.d.comb += [
-                eligible[v].eq(self.flits[v].valid & counters[v].available),
-                stalled[v].eq(self.flits[v].valid & ~counters[v].available),
-            ]
         can_write = Signal()
-        m.d.comb += [
-            can_write.eq(self.up & ~self.start & replay.wr_ready),
-            arbiter.requests.eq(eligible),
-        ]
+        m.d.comb += can_write.eq(self.up & ~self.start & replay.wr_ready)
         # Credits owed wait up to `credit_delay` cycles for a data flit to ride on.
         credit_wait = Signal(range(p.credit_delay + 1))
         credit_only = Signal()
@@ -144,22 +136,19 @@ class LinkTx(wiring.Component):
         m.d.comb += credit_only.eq(self.ret_pending & (credit_wait == p.credit_delay))
 
         entry = Signal(entry_layout)
-        m.d.comb += [entry.credits.eq(self.ret_credits), entry.vc.eq(arbiter.grant)]
-        for v in range(vcs):
-            with m.If(arbiter.grant == v):
-                m.d.comb += entry.flit.eq(self.flits[v].payload)
         send_data = Signal()
-        m.d.comb += send_data.eq(can_write & arbiter.valid)
+        stalled = Signal(vcs)
+        if p.registered_select:
+            self._select_registered(m, arbiter, counters, can_write, entry, send_data, stalled)
+        else:
+            self._select_direct(m, arbiter, counters, can_write, entry, send_data, stalled)
+        m.d.comb += entry.credits.eq(self.ret_credits)
         with m.If(send_data):
             m.d.comb += [
                 entry.has_flit.eq(1),
                 replay.wr_valid.eq(1),
-                arbiter.advance.eq(1),
                 self.ret_take.eq(1),
             ]
-            for v in range(vcs):
-                with m.If(arbiter.grant == v):
-                    m.d.comb += [self.flits[v].ready.eq(1), counters[v].consume.eq(1)]
         with m.Elif(can_write & credit_only):
             m.d.comb += [replay.wr_valid.eq(1), self.ret_take.eq(1)]
         m.d.comb += replay.wr_data.eq(entry)
@@ -222,3 +211,103 @@ class LinkTx(wiring.Component):
         with m.If(send_data):
             m.d.sync += self.data_flits.eq(self.data_flits + 1)
         return m
+
+    def _select_direct(
+        self,
+        m: Module,
+        arbiter: RoundRobin,
+        counters: list[CreditCounter],
+        can_write: Signal,
+        entry: Signal,
+        send_data: Signal,
+        stalled: Signal,
+    ) -> None:
+        """Stage A as one combinational step: the arbiter picks among the VCs whose stream has
+        a flit and that hold a credit, and the chosen stream is popped in the same cycle."""
+        vcs = self.params.fabric.vcs
+        eligible = Signal(vcs)
+        for v in range(vcs):
+            m.d.comb += [
+                eligible[v].eq(self.flits[v].valid & counters[v].available),
+                stalled[v].eq(self.flits[v].valid & ~counters[v].available),
+            ]
+        m.d.comb += [
+            arbiter.requests.eq(eligible),
+            entry.vc.eq(arbiter.grant),
+            send_data.eq(can_write & arbiter.valid),
+        ]
+        for v in range(vcs):
+            with m.If(arbiter.grant == v):
+                m.d.comb += entry.flit.eq(self.flits[v].payload)
+        with m.If(send_data):
+            m.d.comb += arbiter.advance.eq(1)
+            for v in range(vcs):
+                with m.If(arbiter.grant == v):
+                    m.d.comb += [self.flits[v].ready.eq(1), counters[v].consume.eq(1)]
+
+    def _select_registered(
+        self,
+        m: Module,
+        arbiter: RoundRobin,
+        counters: list[CreditCounter],
+        can_write: Signal,
+        entry: Signal,
+        send_data: Signal,
+        stalled: Signal,
+    ) -> None:
+        """Stage A in two steps (``LinkParams.registered_select``), so that neither the
+        arbiter nor the flit multiplexer's select lies on a path from the input streams to
+        the replay buffer or back to the streams' ``ready``.
+
+        Each VC has a one-flit holding register (``held``) in front of the arbiter; its
+        stream is popped into it while it is empty or being emptied, a decision made from
+        flops only (the input FIFO's read logic no longer waits for the arbiter). The
+        arbiter's choice is registered (``sel_valid``, ``sel_vc``) and takes the VC's credit
+        at once; the next cycle the chosen held flit goes into the replay buffer, through a
+        multiplexer selected by the ``sel_vc`` flop. While one choice is written the arbiter
+        makes the next, so a VC streams one flit per cycle: the VC being written is eligible
+        again if a new flit enters its register in the same cycle. A choice waits while the
+        replay buffer is full, and is dropped on ``start`` (the flit stays held; the credits
+        are refilled). One cycle more from a stream's flit to the wire.
+        """
+        vcs = self.params.fabric.vcs
+        f = self.params.fabric
+        sel_valid = Signal()
+        sel_vc = Signal(range(max(vcs, 2)))
+        held = [Signal(flit_layout(f), name=f"held{v}") for v in range(vcs)]
+        full = Signal(vcs)
+        # The pending choice is written this cycle.
+        m.d.comb += send_data.eq(sel_valid & can_write)
+        # The register is free for a new choice next cycle.
+        choose = Signal()
+        m.d.comb += choose.eq(self.up & ~self.start & (~sel_valid | can_write) & arbiter.valid)
+        eligible = Signal(vcs)
+        for v in range(vcs):
+            pop = Signal(name=f"pop{v}")
+            push = Signal(name=f"push{v}")
+            m.d.comb += [
+                pop.eq(send_data & (sel_vc == v)),
+                # Taken while the link is up, like the direct path; from flops only.
+                self.flits[v].ready.eq(self.up & (~full[v] | pop)),
+                push.eq(self.flits[v].valid & self.flits[v].ready),
+                # A flit that is not the pending choice will be held next cycle.
+                eligible[v].eq(((full[v] & ~pop) | push) & counters[v].available),
+                stalled[v].eq((full[v] | self.flits[v].valid) & ~counters[v].available),
+            ]
+            with m.If(push):
+                m.d.sync += [held[v].eq(self.flits[v].payload), full[v].eq(1)]
+            with m.Elif(pop):
+                m.d.sync += full[v].eq(0)
+            with m.If(choose & (arbiter.grant == v)):
+                m.d.comb += counters[v].consume.eq(1)
+        m.d.comb += [arbiter.requests.eq(eligible), arbiter.advance.eq(choose)]
+        with m.If(self.start):
+            m.d.sync += sel_valid.eq(0)
+        with m.Elif(choose):
+            m.d.sync += [sel_valid.eq(1), sel_vc.eq(arbiter.grant)]
+        with m.Elif(send_data):
+            m.d.sync += sel_valid.eq(0)
+        m.d.comb += entry.vc.eq(sel_vc)
+        for v in range(vcs):
+            with m.If(sel_vc == v):
+                m.d.comb += entry.flit.eq(held[v])

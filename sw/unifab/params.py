@@ -24,7 +24,10 @@ class LinkParams:
     trigger a replay; ``credit_delay`` is how long returned credits may wait for a data flit
     before a credit-only flit carries them; with ``registered_crc`` the receiver checks a
     flit's CRC one cycle and acts on it the next (one more cycle of latency, and the CRC
-    tree no longer lies on the same path as the sequence, buffer and NAK logic).
+    tree no longer lies on the same path as the sequence, buffer and NAK logic); with
+    ``registered_select`` the transmitter registers its choice of VC and writes the chosen flit
+    the next cycle from a one-flit register per VC (one more cycle of latency, same throughput;
+    the arbiter no longer lies between the input streams' ``ready`` and the replay buffer).
     """
 
     fabric: FabricParams = field(default_factory=FabricParams)
@@ -33,6 +36,7 @@ class LinkParams:
     ack_timeout: int = 256
     credit_delay: int = 8
     registered_crc: bool = False
+    registered_select: bool = False
 
     def __post_init__(self) -> None:
         seq_space = 1 << self.fabric.seq_bits
@@ -51,6 +55,7 @@ class LinkParams:
         if not 1 <= self.credit_delay <= 255:
             raise ValueError(f"credit_delay must be 1..255, not {self.credit_delay!r}")
         check_flag("registered_crc", self.registered_crc)
+        check_flag("registered_select", self.registered_select)
 
     @property
     def link_bits(self) -> int:
