@@ -77,7 +77,8 @@ def test_pll_dividers():
 
 def test_selftest_passes_with_link():
     p = quick(link=BOARD_LINK)
-    assert p.link.registered_crc and p.system.agent_registered_rx, "the board's options"
+    assert p.link.registered_crc and p.link.registered_select, "the board's link options"
+    assert p.system.agent_registered_rx, "the board's agent options"
     r = run_core(SelfTestCore(p))
     assert r["done"] and r["passed"], r
     assert r["errors"] == 0 and not r["timeout"] and r["link_up"] and r["crc_errors"] == 0
