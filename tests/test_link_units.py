@@ -18,7 +18,7 @@ from amaranth import Elaboratable, Module, ResetInserter, Signal
 
 from unifab.crc import crc32c_bits
 from unifab.flit import FabricParams, LinkKind, flit_layout, link_flit_layout
-from unifab.hdl.lib.arbiter import RoundRobin
+from unifab.hdl.lib.arbiter import RoundRobin, first_after, onehot_mux, round_robin_pick
 from unifab.hdl.link.crc import Crc32c
 from unifab.hdl.link.credits import CreditCounter, CreditReturn
 from unifab.hdl.link.layer import LINK_COUNTERS, LinkLayer
@@ -322,7 +322,10 @@ def test_round_robin(count: int, seed: int) -> None:
             if expect is not None:
                 g = ctx.get(dut.grant)
                 assert g == expect, cyc
+                assert ctx.get(dut.grant_onehot) == 1 << expect, cyc
                 assert requests >> g & 1, "granted a non-requester"
+            else:
+                assert ctx.get(dut.grant_onehot) == 0, cyc
             model.step(requests, advance)
             used = expect if advance else None
             if used is not None:
@@ -348,6 +351,80 @@ def test_round_robin(count: int, seed: int) -> None:
 
     simulate(WithClock(dut), bench, name=f"rr_{count}")
     assert grants > 200
+
+
+def first_after_model(requests: int, pointer: int, n: int, *, inclusive: bool) -> int:
+    """One-hot of the first request from ``pointer`` (or after it), cyclically; zero when
+    nobody asks or the pointer is out of range."""
+    if not 0 <= pointer < n:
+        return 0
+    for k in range(0 if inclusive else 1, n + (0 if inclusive else 1)):
+        idx = (pointer + k) % n
+        if requests >> idx & 1:
+            return 1 << idx
+    return 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
+def test_first_after_exhaustive(n: int) -> None:
+    """The flat round-robin search against the model for every request vector and pointer
+    (out-of-range pointers included: the result is zero, as the old priority chain gave)."""
+    m = Module()
+    requests = Signal(n)
+    pointer = Signal(4)
+    after = Signal(n)
+    from_ = Signal(n)
+    index = Signal(range(max(n, 2)))
+    m.d.comb += [
+        after.eq(first_after(requests, [pointer == b for b in range(n)], inclusive=False)),
+        from_.eq(first_after(requests, [pointer == b for b in range(n)], inclusive=True)),
+    ]
+    round_robin_pick(m, requests, pointer, n, grant=index)
+    checked = 0
+
+    async def bench(ctx):
+        nonlocal checked
+        for req in range(1 << n):
+            for ptr in range(min(16, n + 3)):
+                ctx.set(requests, req)
+                ctx.set(pointer, ptr)
+                want_after = first_after_model(req, ptr, n, inclusive=False)
+                assert ctx.get(after) == want_after, (req, ptr)
+                assert ctx.get(from_) == first_after_model(req, ptr, n, inclusive=True), (req, ptr)
+                assert ctx.get(index) == max(want_after.bit_length() - 1, 0), (req, ptr)
+                checked += 1
+
+    simulate(m, bench, name=f"first_after_{n}", clock=False)
+    assert checked == (1 << n) * min(16, n + 3)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_onehot_mux(n: int) -> None:
+    """A one-hot select picks its value (values of different widths, zero-extended); zero
+    selects zero."""
+    m = Module()
+    select = Signal(n)
+    values = [Signal(3 + i, name=f"value{i}") for i in range(n)]
+    out = Signal(3 + n)
+    m.d.comb += out.eq(onehot_mux(select, values))
+    rng = make_rng(n)
+    checked = 0
+
+    async def bench(ctx):
+        nonlocal checked
+        for _ in range(50):
+            data = [rng.getrandbits(len(v)) for v in values]
+            for v, d in zip(values, data, strict=True):
+                ctx.set(v, d)
+            for i in range(n):
+                ctx.set(select, 1 << i)
+                assert ctx.get(out) == data[i], (i, data)
+                checked += 1
+            ctx.set(select, 0)
+            assert ctx.get(out) == 0
+
+    simulate(m, bench, name=f"onehot_mux_{n}", clock=False)
+    assert checked == 50 * n
 
 
 # --------------------------------------------------------------------------------------------

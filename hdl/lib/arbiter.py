@@ -1,10 +1,56 @@
 """Round-robin arbitration."""
 
+from collections.abc import Sequence
+
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RoundRobin", "round_robin_pick"]
+__all__ = ["RoundRobin", "first_after", "onehot_index", "onehot_mux", "round_robin_pick"]
+
+
+def first_after(requests: Value, at: Sequence[Value], *, inclusive: bool) -> Value:
+    """One-hot of the first set bit of ``requests`` from a start position, cyclically: with
+    ``inclusive`` the search starts at the position, else just after it. ``at[b]`` is true
+    when the position is ``b`` (a one-hot pointer's bits, or ``pointer == b``); with none
+    true the result is zero, as it is with no request.
+
+    Written flat, as an OR over start positions of "requested, and nobody requested between
+    the start and here", rather than as a priority chain of ``m.If``: a chain of ``n * n``
+    tests synthesizes ``n`` levels deep (12 LUTs for 8 requesters on ECP5), the flat form two
+    or three."""
+    n = len(at)
+    bits = []
+    for idx in range(n):
+        terms = []
+        for base in range(n):
+            first = 0 if inclusive else 1
+            offset = (idx - base) % n
+            if not inclusive and offset == 0:
+                offset = n
+            between = [(base + k) % n for k in range(first, offset)]
+            clear = Cat(requests[j] for j in between) if between else C(0, 1)
+            terms.append(at[base] & ~clear.any())
+        bits.append(requests[idx] & Cat(terms).any())
+    return Cat(bits)
+
+
+def onehot_index(onehot: Value, n: int) -> Value:
+    """The index of a one-hot value's set bit (zero for zero): an OR per index bit."""
+    width = max(n - 1, 1).bit_length()
+    return Cat(Cat(onehot[i] for i in range(n) if i >> b & 1).any() for b in range(width))
+
+
+def onehot_mux(onehot: Value, values: Sequence[Value]) -> Value:
+    """``values[i]`` for the set bit ``i`` of a one-hot (zero for zero): an AND-OR, without
+    encoding the one-hot into an index first."""
+    width = max(len(Value.cast(v)) for v in values)
+    return Cat(
+        Cat(
+            onehot[i] & Value.cast(v)[b] for i, v in enumerate(values) if b < len(Value.cast(v))
+        ).any()
+        for b in range(width)
+    )
 
 
 def round_robin_pick(
@@ -12,16 +58,12 @@ def round_robin_pick(
 ) -> Signal:
     """Index of the first set bit of ``requests`` after ``last`` (cyclically): the grant of a
     round-robin arbiter whose most recent grant was ``last``, driven into ``grant`` (a new
-    signal named ``name`` if not given). Meaningful when ``requests`` is not zero. Several
-    picks may share one ``last`` (one pointer, many request vectors)."""
+    signal named ``name`` if not given). Zero when ``requests`` is zero. Several picks may
+    share one ``last`` (one pointer, many request vectors)."""
     if grant is None:
         grant = Signal(range(max(n, 2)), name=name)
-    # Priority scan over the doubled request vector, lowest offset wins.
-    for offset in reversed(range(1, n + 1)):
-        for base in range(n):
-            idx = (base + offset) % n
-            with m.If((last == base) & requests[idx]):
-                m.d.comb += grant.eq(idx)
+    onehot = first_after(requests, [last == b for b in range(n)], inclusive=False)
+    m.d.comb += grant.eq(onehot_index(onehot, n))
     return grant
 
 
@@ -34,6 +76,8 @@ class RoundRobin(wiring.Component):
         One bit per requester.
     grant : Out(range(count))
         Index of the granted requester; meaningful when ``valid``.
+    grant_onehot : Out(count)
+        The same grant, one-hot (zero when nobody asks): for consumers that select with it.
     valid : Out(1)
         Some requester is asking.
     advance : In(1)
@@ -48,6 +92,7 @@ class RoundRobin(wiring.Component):
             {
                 "requests": In(count),
                 "grant": Out(range(max(count, 2))),
+                "grant_onehot": Out(count),
                 "valid": Out(1),
                 "advance": In(1),
             }
@@ -56,13 +101,17 @@ class RoundRobin(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.count
-        if n == 1:
-            m.d.comb += [self.grant.eq(0), self.valid.eq(self.requests[0])]
-            return m
-        # `last` is the most recently granted index; search starts just after it.
-        last = Signal(range(n), init=n - 1)
         m.d.comb += self.valid.eq(self.requests.any())
-        round_robin_pick(m, self.requests, last, n, grant=self.grant)
+        if n == 1:
+            m.d.comb += [self.grant.eq(0), self.grant_onehot.eq(self.requests[0])]
+            return m
+        # The most recent grant, one-hot (a flop per requester, no decoder in front of the
+        # search); the search starts just after it.
+        last = Signal(n, init=1 << (n - 1))
+        m.d.comb += [
+            self.grant_onehot.eq(first_after(self.requests, list(last), inclusive=False)),
+            self.grant.eq(onehot_index(self.grant_onehot, n)),
+        ]
         with m.If(self.advance & self.valid):
-            m.d.sync += last.eq(self.grant)
+            m.d.sync += last.eq(self.grant_onehot)
         return m

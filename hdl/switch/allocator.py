@@ -14,6 +14,8 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from unifab.hdl.lib.arbiter import first_after
+
 __all__ = ["ISlipAllocator", "WavefrontAllocator", "allocator_signature"]
 
 
@@ -24,16 +26,9 @@ def allocator_signature(n_in: int, n_out: int) -> dict:
     }
 
 
-def _round_robin_pick(m: Module, requests: Value, pointer: Value, n: int) -> Value:
+def _round_robin_pick(requests: Value, pointer: Value, n: int) -> Value:
     """One-hot of the first set bit of ``requests`` at or after ``pointer`` (cyclically)."""
-    pick = Signal(n)
-    for start in range(n):
-        with m.If(pointer == start):
-            for k in reversed(range(n)):
-                idx = (start + k) % n
-                with m.If(requests[idx]):
-                    m.d.comb += pick.eq(1 << idx)
-    return pick
+    return first_after(requests, [pointer == start for start in range(n)], inclusive=True)
 
 
 class ISlipAllocator(wiring.Component):
@@ -74,13 +69,13 @@ class ISlipAllocator(wiring.Component):
                         matched_out[o], 0, Cat(self.requests[i][o] for i in range(ni)) & ~matched_in
                     )
                 )
-                grant_to.append(_round_robin_pick(m, col, grant_ptr[o], ni))
+                grant_to.append(_round_robin_pick(col, grant_ptr[o], ni))
             # Accept: each input picks one granting output.
             next_match = []
             for i in range(ni):
                 row = Signal(no, name=f"it{it}_grant_i{i}")
                 m.d.comb += row.eq(Cat(grant_to[o][i] for o in range(no)))
-                accepted = _round_robin_pick(m, row, accept_ptr[i], no)
+                accepted = _round_robin_pick(row, accept_ptr[i], no)
                 if it == 0:
                     # iSLIP: pointers move one past the accepted partner, first round only.
                     for o in range(no):

@@ -18,7 +18,7 @@ __all__ = ["CreditLoopHarness", "PortPairHarness", "RoundRobinHarness"]
 
 class RoundRobinHarness(Elaboratable):
     """:class:`RoundRobin` with free requests: a grant only goes to a requester, ``valid`` is
-    "someone asks", and the priority pointer stays in range."""
+    "someone asks", the one-hot grant is the index grant, and the priority pointer is one-hot."""
 
     def __init__(self, count: int = 3, dut_cls: type = RoundRobin):
         self.count, self.dut_cls = count, dut_cls
@@ -34,7 +34,8 @@ class RoundRobinHarness(Elaboratable):
         m.d.comb += [dut.requests.eq(req), dut.advance.eq(adv)]
         m.d.comb += [
             Assert(dut.valid == req.any(), "valid iff a request"),
-            Assert(sig["last"] < n, "pointer in range"),
+            Assert(sig["last"].any() & ((sig["last"] & (sig["last"] - 1)) == 0), "pointer one-hot"),
+            Assert(dut.grant_onehot == Mux(dut.valid, 1 << dut.grant, 0), "one-hot grant"),
         ]
         with m.If(dut.valid):
             m.d.comb += [
@@ -166,6 +167,12 @@ class PortPairHarness(Elaboratable):
                 Assert((produce < d) & (consume < d)),
                 Assert(produce == _mod(consume + in_ram, d), f"VC {v}: FIFO pointers agree"),
             ]
+        if "arbiter.last" in tx_sig:
+            # The arbiter's pointer is one-hot in every reachable state (its own proof,
+            # RoundRobinHarness); stated here too, else induction starts from a pointer of
+            # zero, which grants nobody while a flit goes out (closes the induction).
+            last = tx_sig["arbiter.last"]
+            m.d.comb += Assert(last.any() & ((last & (last - 1)) == 0), "arbiter pointer one-hot")
         m.d.comb += [
             Assert(~rx.overflow, "receiver never overflows"),
             Assert(tx.port.vc < f.vcs, "only real VCs on the wire"),
