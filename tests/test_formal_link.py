@@ -33,14 +33,32 @@ def test_formal_replay_cover() -> None:
 
 
 def test_formal_replay_mutant_overfill() -> None:
-    """Accepting a write with the ring full overwrites the oldest unacknowledged entry."""
-    broken = mutant(ReplayBuffer, "fill < self.depth", "fill <= self.depth")
+    """Accepting a write with the ring full overwrites the oldest unacknowledged entry: here
+    the registered ``wr_ready`` stays high when the last free entry is written."""
+    broken = mutant(
+        ReplayBuffer,
+        "~self.wr_ready | (write & (fill == self.depth - 1))",
+        "~self.wr_ready",
+    )
     expect_fail(
         "replay_mutant_overfill",
         ReplayHarness(dut_cls=broken),
         mode="prove",
         depth=3,
-        expect="never overwrite an unacknowledged entry",
+        expect=("never overwrite an unacknowledged entry", "wr_ready is fill < depth"),
+    )
+
+
+def test_formal_replay_mutant_full_forever() -> None:
+    """A registered ``wr_ready`` that ignores this cycle's ACK keeps a full ring full (a BMC:
+    filling the two-entry ring and acknowledging takes more steps than the proof's depth)."""
+    broken = mutant(ReplayBuffer, "full_next.eq(~ack_ok & (", "full_next.eq((")
+    expect_fail(
+        "replay_mutant_full_forever",
+        ReplayHarness(dut_cls=broken),
+        mode="bmc",
+        depth=6,
+        expect="wr_ready is fill < depth",
     )
 
 
