@@ -146,5 +146,8 @@ def test_formal_link_mutant_accept_any_seq() -> None:
         LinkHarness(rx_cls=broken),
         mode="bmc",
         depth=LINK_DEPTH,
-        expect="k-th delivered is k-th sent",
+        # Both fail at step 7 (a duplicate taken as new is delivered twice and fills a buffer
+        # slot the peer holds no credit for); which one the solver reports depends on how the
+        # transmitter's logic is written (the stored CRC share changed it).
+        expect=("k-th delivered is k-th sent", "B never refuses an in-order flit"),
     )
