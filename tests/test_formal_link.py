@@ -78,6 +78,23 @@ def test_formal_replay_mutant_send_slips() -> None:
     )
 
 
+def test_formal_replay_mutant_rd_valid_late() -> None:
+    """A registered ``rd_valid`` that misses this cycle's write offers nothing for a cycle
+    (and, from a caught-up send pointer, keeps the flit waiting)."""
+    broken = mutant(
+        ReplayBuffer,
+        "self.rd_valid.eq(write | (send_next != tail))",
+        "self.rd_valid.eq(send_next != tail)",
+    )
+    expect_fail(
+        "replay_mutant_rd_valid_late",
+        ReplayHarness(dut_cls=broken),
+        mode="prove",
+        depth=3,
+        expect="rd_valid is send != tail",
+    )
+
+
 def test_formal_link_bmc() -> None:
     expect_pass("link", LinkHarness(), mode="bmc", depth=LINK_DEPTH)
 

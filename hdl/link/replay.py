@@ -40,7 +40,8 @@ class ReplayBuffer(wiring.Component):
     rewind : In(1)
         Go back: the next entry sent is the oldest unacknowledged one (after this cycle's ACK).
     rd_valid : Out(1)
-        ``rd_data``/``rd_seq`` hold an entry waiting to be sent.
+        ``rd_data``/``rd_seq`` hold an entry waiting to be sent. A flop, like ``wr_ready``:
+        it gates every field of the outgoing link flit.
     rd_data, rd_seq : Out(width), Out(seq_bits)
         The entry at ``send`` and its sequence number.
     rd_next : In(1)
@@ -67,7 +68,7 @@ class ReplayBuffer(wiring.Component):
                 "ack_valid": In(1),
                 "ack_seq": In(seq_bits),
                 "rewind": In(1),
-                "rd_valid": Out(1),
+                "rd_valid": Out(1, init=0),
                 "rd_data": Out(width),
                 "rd_seq": Out(seq_bits),
                 "rd_next": In(1),
@@ -98,7 +99,6 @@ class ReplayBuffer(wiring.Component):
             ack_n.eq((self.ack_seq + 1 - head)[:s]),
             sent_off.eq((send - head)[:s]),
             self.unacked.eq(fill),
-            self.rd_valid.eq(send != tail),
             self.rd_seq.eq(send),
             self.rd_data.eq(rd.data),
         ]
@@ -137,10 +137,14 @@ class ReplayBuffer(wiring.Component):
         m.d.comb += [
             full_next.eq(~ack_ok & (~self.wr_ready | (write & (fill == self.depth - 1)))),
         ]
+        # `rd_valid` is `send != tail` one cycle ahead. A write makes it true (the new tail is
+        # one past the window [head, tail] that holds the next send pointer).
         with m.If(self.restart):
             m.d.sync += [head.eq(0), send.eq(0), tail.eq(0), self.wr_ready.eq(1)]
+            m.d.sync += self.rd_valid.eq(0)
         with m.Else():
             m.d.sync += [head.eq(head_next), send.eq(send_next), self.wr_ready.eq(~full_next)]
+            m.d.sync += self.rd_valid.eq(write | (send_next != tail))
             with m.If(write):
                 m.d.sync += tail.eq(tail + 1)
         return m
