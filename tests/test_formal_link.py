@@ -33,14 +33,32 @@ def test_formal_replay_cover() -> None:
 
 
 def test_formal_replay_mutant_overfill() -> None:
-    """Accepting a write with the ring full overwrites the oldest unacknowledged entry."""
-    broken = mutant(ReplayBuffer, "fill < self.depth", "fill <= self.depth")
+    """Accepting a write with the ring full overwrites the oldest unacknowledged entry: here
+    the registered ``wr_ready`` stays high when the last free entry is written."""
+    broken = mutant(
+        ReplayBuffer,
+        "~self.wr_ready | (write & (fill == self.depth - 1))",
+        "~self.wr_ready",
+    )
     expect_fail(
         "replay_mutant_overfill",
         ReplayHarness(dut_cls=broken),
         mode="prove",
         depth=3,
-        expect="never overwrite an unacknowledged entry",
+        expect=("never overwrite an unacknowledged entry", "wr_ready is fill < depth"),
+    )
+
+
+def test_formal_replay_mutant_full_forever() -> None:
+    """A registered ``wr_ready`` that ignores this cycle's ACK keeps a full ring full (a BMC:
+    filling the two-entry ring and acknowledging takes more steps than the proof's depth)."""
+    broken = mutant(ReplayBuffer, "full_next.eq(~ack_ok & (", "full_next.eq((")
+    expect_fail(
+        "replay_mutant_full_forever",
+        ReplayHarness(dut_cls=broken),
+        mode="bmc",
+        depth=6,
+        expect="wr_ready is fill < depth",
     )
 
 
@@ -57,6 +75,23 @@ def test_formal_replay_mutant_send_slips() -> None:
         mode="prove",
         depth=3,
         expect="head <= send <= tail",
+    )
+
+
+def test_formal_replay_mutant_rd_valid_late() -> None:
+    """A registered ``rd_valid`` that misses this cycle's write offers nothing for a cycle
+    (and, from a caught-up send pointer, keeps the flit waiting)."""
+    broken = mutant(
+        ReplayBuffer,
+        "self.rd_valid.eq(write | (send_next != tail))",
+        "self.rd_valid.eq(send_next != tail)",
+    )
+    expect_fail(
+        "replay_mutant_rd_valid_late",
+        ReplayHarness(dut_cls=broken),
+        mode="prove",
+        depth=3,
+        expect="rd_valid is send != tail",
     )
 
 
@@ -128,5 +163,8 @@ def test_formal_link_mutant_accept_any_seq() -> None:
         LinkHarness(rx_cls=broken),
         mode="bmc",
         depth=LINK_DEPTH,
-        expect="k-th delivered is k-th sent",
+        # Both fail at step 7 (a duplicate taken as new is delivered twice and fills a buffer
+        # slot the peer holds no credit for); which one the solver reports depends on how the
+        # transmitter's logic is written (the stored CRC share changed it).
+        expect=("k-th delivered is k-th sent", "B never refuses an in-order flit"),
     )

@@ -51,17 +51,26 @@ class CreditCounter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        nxt = Signal(range(self.depth + 2 + (1 << len(self.give))))
+        # `consume` comes late (after the transmitter's arbiter), `give` early: both outcomes
+        # (count + give, with and without the consumed credit) are computed and checked against
+        # the buffer first, and `consume` only chooses between them.
+        gained = Signal(range(self.depth + 1 + (1 << len(self.give))))
+        over = Signal()  # count + give exceeds the buffer
+        over_consumed = Signal()  # count + give - 1 exceeds it (`consume` needs a credit)
         m.d.comb += [
             self.available.eq(self.count != 0),
-            nxt.eq(self.count + self.give - self.consume),
+            gained.eq(self.count + self.give),
+            over.eq(gained > self.depth),
+            over_consumed.eq(gained > self.depth + 1),
         ]
         with m.If(self.fill):
             m.d.sync += self.count.eq(self.depth)
-        with m.Elif(nxt > self.depth):
+        with m.Elif(Mux(self.consume, over_consumed, over)):
             m.d.sync += [self.count.eq(self.depth), self.overflow.eq(1)]
+        with m.Elif(self.consume):
+            m.d.sync += self.count.eq(gained - 1)
         with m.Else():
-            m.d.sync += self.count.eq(nxt)
+            m.d.sync += self.count.eq(gained)
         return m
 
 

@@ -29,7 +29,9 @@ class ReplayBuffer(wiring.Component):
     wr_data : In(width)
         Entry contents.
     wr_ready : Out(1)
-        The ring has room (fewer than ``depth`` unacknowledged entries).
+        The ring has room (fewer than ``depth`` unacknowledged entries). A flop: computed a
+        cycle ahead from this cycle's write and ACK, so that the ACK arithmetic does not lie
+        in front of the writer's decisions.
     tail : Out(seq_bits)
         Sequence number of the next appended entry.
     ack_valid, ack_seq : In(1), In(seq_bits)
@@ -38,7 +40,8 @@ class ReplayBuffer(wiring.Component):
     rewind : In(1)
         Go back: the next entry sent is the oldest unacknowledged one (after this cycle's ACK).
     rd_valid : Out(1)
-        ``rd_data``/``rd_seq`` hold an entry waiting to be sent.
+        ``rd_data``/``rd_seq`` hold an entry waiting to be sent. A flop, like ``wr_ready``:
+        it gates every field of the outgoing link flit.
     rd_data, rd_seq : Out(width), Out(seq_bits)
         The entry at ``send`` and its sequence number.
     rd_next : In(1)
@@ -60,12 +63,12 @@ class ReplayBuffer(wiring.Component):
                 "restart": In(1),
                 "wr_valid": In(1),
                 "wr_data": In(width),
-                "wr_ready": Out(1),
+                "wr_ready": Out(1, init=1),
                 "tail": Out(seq_bits),
                 "ack_valid": In(1),
                 "ack_seq": In(seq_bits),
                 "rewind": In(1),
-                "rd_valid": Out(1),
+                "rd_valid": Out(1, init=0),
                 "rd_data": Out(width),
                 "rd_seq": Out(seq_bits),
                 "rd_next": In(1),
@@ -96,8 +99,6 @@ class ReplayBuffer(wiring.Component):
             ack_n.eq((self.ack_seq + 1 - head)[:s]),
             sent_off.eq((send - head)[:s]),
             self.unacked.eq(fill),
-            self.wr_ready.eq(fill < self.depth),
-            self.rd_valid.eq(send != tail),
             self.rd_seq.eq(send),
             self.rd_data.eq(rd.data),
         ]
@@ -106,6 +107,8 @@ class ReplayBuffer(wiring.Component):
             ack_ok.eq(self.ack_valid & (ack_n != 0) & (ack_n <= fill)),
             self.acked.eq(ack_ok),
         ]
+        write = Signal()
+        m.d.comb += write.eq(self.wr_valid & self.wr_ready)
         head_next = Signal(s)
         m.d.comb += head_next.eq(Mux(ack_ok, (self.ack_seq + 1)[:s], head))
 
@@ -121,15 +124,27 @@ class ReplayBuffer(wiring.Component):
         m.d.comb += [
             wr.addr.eq(tail[:abits]),
             wr.data.eq(self.wr_data),
-            wr.en.eq(self.wr_valid & self.wr_ready),
+            wr.en.eq(write),
             rd.addr.eq(send_next[:abits]),
             rd.en.eq(1),
         ]
 
+        # `wr_ready` is `fill < depth` one cycle ahead. `fill <= depth` always, so the ring is
+        # full exactly when `wr_ready` is low; it is full next cycle when this cycle's ACK frees
+        # nothing (an ACK that frees entries leaves at most `depth - 1`, a write included) and
+        # it is full now or its last free entry is written now.
+        full_next = Signal()
+        m.d.comb += [
+            full_next.eq(~ack_ok & (~self.wr_ready | (write & (fill == self.depth - 1)))),
+        ]
+        # `rd_valid` is `send != tail` one cycle ahead. A write makes it true (the new tail is
+        # one past the window [head, tail] that holds the next send pointer).
         with m.If(self.restart):
-            m.d.sync += [head.eq(0), send.eq(0), tail.eq(0)]
+            m.d.sync += [head.eq(0), send.eq(0), tail.eq(0), self.wr_ready.eq(1)]
+            m.d.sync += self.rd_valid.eq(0)
         with m.Else():
-            m.d.sync += [head.eq(head_next), send.eq(send_next)]
-            with m.If(self.wr_valid & self.wr_ready):
+            m.d.sync += [head.eq(head_next), send.eq(send_next), self.wr_ready.eq(~full_next)]
+            m.d.sync += self.rd_valid.eq(write | (send_next != tail))
+            with m.If(write):
                 m.d.sync += tail.eq(tail + 1)
         return m

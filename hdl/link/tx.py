@@ -15,7 +15,10 @@ __all__ = ["LinkTx", "replay_entry_layout"]
 
 
 def replay_entry_layout(params: LinkParams) -> data.StructLayout:
-    """What the replay buffer keeps of a sequenced flit (ACK/NAK are filled in at send time)."""
+    """What the replay buffer keeps of a sequenced flit (kind, sequence number, ACK and NAK are
+    filled in at send time). ``crc`` is these fields' share of the link flit's CRC (the CRC is
+    affine: the XOR of each set bit's column), computed when the entry is written so that the
+    send path only adds the share of the fields filled in at send time."""
     f = params.fabric
     return data.StructLayout(
         {
@@ -23,6 +26,7 @@ def replay_entry_layout(params: LinkParams) -> data.StructLayout:
             "vc": f.vc_bits,
             "flit": flit_layout(f),
             "credits": data.ArrayLayout(f.credit_bits, f.vcs),
+            "crc": 32,
         }
     )
 
@@ -153,6 +157,24 @@ class LinkTx(wiring.Component):
             m.d.comb += [replay.wr_valid.eq(1), self.ret_take.eq(1)]
         m.d.comb += replay.wr_data.eq(entry)
 
+        # The stored fields' share of the CRC: the CRC of a body holding only them, less the
+        # CRC of an all-zero body (a constant; both blocks are the same affine function).
+        body_width = link_flit_layout(f, with_crc=False).size
+        stored_body = Signal(link_flit_layout(f, with_crc=False))
+        m.d.comb += [
+            stored_body.has_flit.eq(entry.has_flit),
+            stored_body.vc.eq(entry.vc),
+            stored_body.flit.eq(entry.flit),
+            stored_body.credits.eq(entry.credits),
+        ]
+        m.submodules.crc_stored = crc_stored = Crc32c(width=body_width)
+        m.submodules.crc_zero = crc_zero = Crc32c(width=body_width)
+        m.d.comb += [
+            crc_stored.data.eq(stored_body),
+            crc_zero.data.eq(0),
+            entry.crc.eq(crc_stored.crc ^ crc_zero.crc),
+        ]
+
         # ---- ACK / NAK from the peer, ACK timeout -----------------------------------------
         timer = Signal(range(p.ack_timeout + 1))
         timeout = Signal()
@@ -195,9 +217,20 @@ class LinkTx(wiring.Component):
             with m.If(nak_pending & ~self.nak_req):
                 m.d.sync += nak_pending.eq(0)
 
-        m.submodules.crc = crc = Crc32c(width=len(body.as_value()))
-        m.d.comb += crc.data.eq(body)
-        m.d.sync += [self.phy.valid.eq(1), self.phy.payload.eq(Cat(body, crc.crc))]
+        # The CRC of the fields filled in at send time (the stored ones zero), plus the stored
+        # fields' share read with the entry: only a small XOR tree follows the replay buffer.
+        sent_body = Signal(link_flit_layout(f, with_crc=False))
+        m.d.comb += [
+            sent_body.kind.eq(body.kind),
+            sent_body.seq.eq(body.seq),
+            sent_body.ack.eq(body.ack),
+            sent_body.nak.eq(body.nak),
+        ]
+        m.submodules.crc = crc = Crc32c(width=body_width)
+        m.d.comb += crc.data.eq(sent_body)
+        crc_out = Signal(32)
+        m.d.comb += crc_out.eq(crc.crc ^ Mux(replay.rd_next, stored.crc, 0))
+        m.d.sync += [self.phy.valid.eq(1), self.phy.payload.eq(Cat(body, crc_out))]
 
         # ---- Counters ---------------------------------------------------------------------
         with m.If(replay.rewind):

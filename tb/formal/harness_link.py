@@ -89,6 +89,9 @@ class ReplayHarness(Elaboratable):
             Assert(off(rcv, head) <= fill, "the peer never acknowledged an entry not sent"),
             Assert(dut.unacked == fill),
             Assert(dut.rd_seq == send),
+            # `wr_ready` is a flop computed a cycle ahead; also an induction strengthening.
+            Assert(dut.wr_ready == (fill < d), "wr_ready is fill < depth"),
+            Assert(dut.rd_valid == (send != tail), "rd_valid is send != tail"),
         ]
         write = wr_valid & dut.wr_ready & ~restart
         m.d.comb += Cover(write & (tail == (1 << s) - 1))
