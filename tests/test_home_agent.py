@@ -9,7 +9,7 @@ messages; one seeded random test checks the coherence invariants under stalls.
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from amaranth.back import verilog
@@ -27,6 +27,7 @@ from unifab.flit import (
     MsgClass,
     Opcode,
 )
+from unifab.hdl.coherence.atomics import AtomicAlu
 from unifab.hdl.coherence.home import HomeAgent, home_geometry
 from unifab.tb.axi_ram_sim import AxiRamSim
 from unifab.tb.fabric_sim import FabricPeer
@@ -723,8 +724,59 @@ def ref_atomic(op: Opcode, old: int, operand: int, compare: int, size: int) -> i
     }[op]
 
 
-def test_atomics_every_op_and_size() -> None:
+@pytest.mark.parametrize("stages", [1, 2])
+def test_atomic_alu_presized(stages: int) -> None:
+    """The home's ALU alone (``presized``): for random operations, sizes and values, with
+    garbage in the unused upper bytes of the operand and compare value, ``result`` and
+    ``old_value`` are right (upper bytes zero) one cycle after the operands settle and, from
+    then on, at once (``stages=1``) or one cycle (``stages=2``) after the old value settles;
+    a CAS whose compare value equals the old value in the access's bytes only is a hit."""
+    alu = AtomicAlu(presized=True, stages=stages)
+    rng = random.Random(11)
+    ops = sorted(ATOMIC_OPCODES, key=lambda o: o.value)
+    checked = {"n": 0, "cas_hits": 0}
+
+    async def bench(ctx) -> None:
+        for _ in range(400):
+            op, size = rng.choice(ops), rng.randrange(4)
+            bits = 8 << size
+            mask = (1 << bits) - 1
+            old = rng.getrandbits(bits)
+            if rng.random() < 0.3:
+                old |= 1 << (bits - 1)  # negative: sign-extended upper bytes all ones
+            operand, compare = rng.getrandbits(64), rng.getrandbits(64)
+            if op is Opcode.ATOMIC_CAS and rng.random() < 0.5:
+                compare = compare & ~mask | old  # equal in the access's bytes only
+                checked["cas_hits"] += 1
+            ctx.set(alu.opcode, op)
+            ctx.set(alu.size, size)
+            ctx.set(alu.operand, operand)
+            ctx.set(alu.compare, compare)
+            ctx.set(alu.old, 0)
+            await ctx.tick()  # the operand side is registered
+            negative = old >> (bits - 1) & 1
+            ctx.set(alu.old, old | (((1 << 64) - 1) & ~mask if negative else 0))
+            for _ in range(stages - 1):
+                await ctx.tick()
+            expect = ref_atomic(op, old, operand & mask, compare & mask, size)
+            assert ctx.get(alu.result) == expect, (op, size, hex(old), hex(operand))
+            assert ctx.get(alu.old_value) == old, (op, size)
+            checked["n"] += 1
+
+    sim = Simulator(alu)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert checked["n"] == 400 and checked["cas_hits"] > 10
+
+
+@pytest.mark.parametrize("width", [128, 256, 512])
+def test_atomics_every_op_and_size(width: int) -> None:
+    """Also at 256 and 512 bits: the ALU has two stages when a line takes two beats or more
+    (256 bits: just enough cycles between the old value's read beat and its write beat) and
+    one stage with a single beat (512 bits)."""
     A = line_addr(12)
+    params = replace(PARAMS, fabric=FabricParams(data_width=width))
     rng = random.Random(5)
 
     async def scenario(b: Bench) -> None:
@@ -757,12 +809,17 @@ def test_atomics_every_op_and_size() -> None:
             elif variant == "miss":
                 compare = old ^ 1
             beat = operand.to_bytes(8, "little") + compare.to_bytes(8, "little")
+            beat = beat.ljust(width // 8, b"\0")  # one data beat
             before = b.mem(A)
             r = ag.request(4, op, addr, data=beat, size=size)
             await b.settle()
             [msg] = b.take()
             assert msg.header == hdr(Opcode.ATOMIC_DATA, 4, r.tag, addr, size=size), (op, size)
-            assert msg.data == old.to_bytes(8, "little") + bytes(8), (op, size, variant)
+            assert msg.data == old.to_bytes(8, "little").ljust(width // 8, b"\0"), (
+                op,
+                size,
+                variant,
+            )
             assert msg.byte_enable == (1 << n) - 1
             new = ref_atomic(op, old, operand, compare, size)
             expect = before[:offset] + new.to_bytes(n, "little") + before[offset + n :]
@@ -771,7 +828,9 @@ def test_atomics_every_op_and_size() -> None:
         ag.request(1, Opcode.READ_UNIQUE, A, store=(5).to_bytes(8, "little"))
         await b.settle()
         b.take()
-        r = ag.request(1, Opcode.ATOMIC_ADD, A, data=(3).to_bytes(8, "little") + bytes(8))
+        r = ag.request(
+            1, Opcode.ATOMIC_ADD, A, data=(3).to_bytes(8, "little").ljust(width // 8, b"\0")
+        )
         await b.settle()
         msgs = b.take()
         assert heads(msgs) == [
@@ -782,7 +841,7 @@ def test_atomics_every_op_and_size() -> None:
         assert b.mem(A, 8) == (8).to_bytes(8, "little")
         assert b.directory() == {}
 
-    run(scenario)
+    run(scenario, params=params)
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,10 +32,16 @@ class AtomicAlu(wiring.Component):
 
     With ``presized``, ``old`` must instead be the old value already sign-extended from the
     access size (:func:`sign_extend`; the home does it as it takes the value from its read
-    beat), and the operand side (``operand``, ``compare`` masked and sign-extended, the
-    opcode decoded) is registered inside: ``result`` is then right one cycle after
-    ``operand``, ``compare``, ``size`` and ``opcode`` settle, as long as they hold. The
-    signed compare then starts from flops on both sides.
+    beat), and the operand side (``operand`` and ``compare`` sign-extended, the access
+    size's mask, the opcode) is registered inside: ``result`` is then right one cycle after
+    ``operand``, ``compare``, ``size`` and ``opcode`` settle, as long as they hold. The adder
+    and the compares then start from flops on both sides.
+
+    With ``stages=2`` (``presized`` only), the sum, the signed compares and the CAS equality
+    are registered too, and the opcode's selection starts from them: ``result`` is right one
+    cycle after ``old`` settles (at once with ``stages=1``), as long as it holds. For a user
+    with a cycle to spare between the old value and the use of the result (the home, when a
+    line takes at least two beats).
 
     Ports
     -----
@@ -57,8 +63,13 @@ class AtomicAlu(wiring.Component):
         AND/OR/XOR, and the signed minimum/maximum of old value and operand.
     """
 
-    def __init__(self, *, presized: bool = False):
+    def __init__(self, *, presized: bool = False, stages: int = 1):
+        if stages not in (1, 2):
+            raise ValueError(f"stages must be 1 or 2, not {stages!r}")
+        if stages == 2 and not presized:
+            raise ValueError("stages=2 needs presized=True")
         self.presized = presized
+        self.stages = stages
         super().__init__(
             {
                 "opcode": In(Opcode, init=Opcode.ATOMIC_ADD),
@@ -72,30 +83,25 @@ class AtomicAlu(wiring.Component):
         )
 
     def elaborate(self, platform):
+        if self.presized:
+            return self._elaborate_presized()
         m = Module()
         mask = Signal(64)
         a, b, c = Signal(64), Signal(64), Signal(64)
         b_signed = Signal(signed(64))
-        opcode = Signal(Opcode, init=Opcode.ATOMIC_ADD)
         with m.Switch(self.size):
             for size in range(4):
                 with m.Case(size):
                     m.d.comb += mask.eq(size_mask(size))
-        # The operand side is a function of inputs that hold (presized: registered).
-        operand_side = m.d.sync if self.presized else m.d.comb
-        operand_side += [
+        m.d.comb += [
             b.eq(self.operand & mask),
             c.eq(self.compare & mask),
             b_signed.eq(sign_extend(m, self.operand, self.size, "operand_signed")),
-            opcode.eq(self.opcode),
         ]
-        if self.presized:
-            a_signed = self.old.as_signed()
-        else:
-            a_signed = sign_extend(m, self.old, self.size, "old_signed")
+        a_signed = sign_extend(m, self.old, self.size, "old_signed")
         m.d.comb += [a.eq(self.old & mask), self.old_value.eq(a)]
         value = Signal(64)
-        with m.Switch(opcode):
+        with m.Switch(self.opcode):
             with m.Case(Opcode.ATOMIC_ADD):
                 m.d.comb += value.eq(a + b)
             with m.Case(Opcode.ATOMIC_SWAP):
@@ -114,5 +120,66 @@ class AtomicAlu(wiring.Component):
                 m.d.comb += value.eq(Mux(a_signed > b_signed, a, b))
             with m.Default():
                 m.d.comb += value.eq(a)
+        m.d.comb += self.result.eq(value & mask)
+        return m
+
+    def _elaborate_presized(self) -> Module:
+        m = Module()
+        # Everything but the old value is registered: the inputs hold. The operand and the
+        # compare value are kept sign-extended from the access size, like the old value, and
+        # the value is masked only at the end: the low bytes of a sum, of a bitwise operation
+        # or of a choice do not depend on the bytes above them, two sign-extended values are
+        # equal exactly when their low bytes are, and compare as the signed values of the
+        # access size. So no mask (a decoder of ``size``) stands between the old value's flop
+        # and the adder or the comparators.
+        mask = Signal(64)
+        b = Signal(signed(64))
+        c = Signal(signed(64))
+        opcode = Signal(Opcode, init=Opcode.ATOMIC_ADD)
+        with m.Switch(self.size):
+            for size in range(4):
+                with m.Case(size):
+                    m.d.sync += mask.eq(size_mask(size))
+        m.d.sync += [
+            b.eq(sign_extend(m, self.operand, self.size, "operand_signed")),
+            c.eq(sign_extend(m, self.compare, self.size, "compare_signed")),
+            opcode.eq(self.opcode),
+        ]
+        old = self.old.as_signed()
+        m.d.comb += self.old_value.eq(self.old & mask)
+        # The carry chains (sum, signed compares) and the equality tree. With two stages they
+        # end at flops and the opcode's selection below starts from them: ``result`` is then
+        # right one cycle after ``old`` settles (at once with one stage).
+        stage = m.d.sync if self.stages == 2 else m.d.comb
+        total = Signal(64)
+        equal = Signal()
+        less = Signal()
+        greater = Signal()
+        stage += [
+            total.eq(old + b),
+            equal.eq(old == c),
+            less.eq(old < b),
+            greater.eq(old > b),
+        ]
+        value = Signal(64)
+        with m.Switch(opcode):
+            with m.Case(Opcode.ATOMIC_ADD):
+                m.d.comb += value.eq(total)
+            with m.Case(Opcode.ATOMIC_SWAP):
+                m.d.comb += value.eq(b)
+            with m.Case(Opcode.ATOMIC_CAS):
+                m.d.comb += value.eq(Mux(equal, b, old))
+            with m.Case(Opcode.ATOMIC_AND):
+                m.d.comb += value.eq(old & b)
+            with m.Case(Opcode.ATOMIC_OR):
+                m.d.comb += value.eq(old | b)
+            with m.Case(Opcode.ATOMIC_XOR):
+                m.d.comb += value.eq(old ^ b)
+            with m.Case(Opcode.ATOMIC_MIN):
+                m.d.comb += value.eq(Mux(less, old, b))
+            with m.Case(Opcode.ATOMIC_MAX):
+                m.d.comb += value.eq(Mux(greater, old, b))
+            with m.Default():
+                m.d.comb += value.eq(old)
         m.d.comb += self.result.eq(value & mask)
         return m

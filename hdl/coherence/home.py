@@ -193,8 +193,10 @@ class HomeAgent(wiring.Component):
             entries=p.table_entries, line_bits=line_bits, lookups=1, held=ways
         )
         m.d.comb += self.table_used.eq(table.used)
-        # The old value is sign-extended as it is taken from its read beat (atomic_old).
-        m.submodules.alu = alu = AtomicAlu(presized=True)
+        # The old value is sign-extended as it is taken from its read beat (atomic_old). With
+        # two beats or more per line the ALU has two cycles (see atomic_new): its carry chains
+        # and compares end at flops of their own.
+        m.submodules.alu = alu = AtomicAlu(presized=True, stages=2 if beats >= 2 else 1)
 
         req_s = rx.streams[MsgClass.REQ.value]
         rsp_s = rx.streams[MsgClass.RSP.value]
@@ -624,11 +626,14 @@ class HomeAgent(wiring.Component):
                 with m.Case(size):
                     m.d.comb += atomic_bytes.eq((1 << (1 << size)) - 1)
         # The new value is registered before it is written: the ALU's adders and compares
-        # then end at a flop instead of at the memory's write data. The write of an atomic
-        # starts in WRITE_ADDR, after the read, so the ALU's inputs (the old value, taken
-        # during the read, and the operands) are stable for that cycle at least. The operands
-        # (request data, size, opcode) hold from RX_DATA/IDLE on, so the ALU's registered
-        # operand side has them long before.
+        # then end at a flop instead of at the memory's write data. The operands (request
+        # data, size, opcode) hold from RX_DATA/IDLE on, so the ALU's registered operand side
+        # has them long before. The old value is taken at the end of read beat k (the beat
+        # of the access); the new value is written in write beat k, and in between come read
+        # beats k+1 .. beats-1, WRITE_ADDR and write beats 0 .. k-1: at least `beats`
+        # cycles, so `beats` clock edges for the ALU's stage flops (with two stages) and this
+        # register. With one beat per line there is one edge, for this register: the ALU then
+        # has a single stage.
         atomic_new = Signal(64)
         m.d.sync += atomic_new.eq(alu.result)
         atomic_line = Signal(W * beats)
