@@ -33,8 +33,8 @@ def test_formal_credit_counter_mutant_no_decrement() -> None:
     """Removing the credit decrement on a send breaks credit conservation."""
     broken = mutant(
         CreditCounter,
-        "nxt.eq(self.count + self.give - self.consume)",
-        "nxt.eq(self.count + self.give)",
+        "self.count.eq(gained - 1)",
+        "self.count.eq(gained)",
     )
     expect_fail(
         "credit_counter_mutant",

@@ -167,10 +167,7 @@ class PortPairHarness(Elaboratable):
                 Assert((produce < d) & (consume < d)),
                 Assert(produce == _mod(consume + in_ram, d), f"VC {v}: FIFO pointers agree"),
             ]
-        if "arbiter.last" in tx_sig:
-            # The arbiter's pointer is one-hot in every reachable state (its own proof,
-            # RoundRobinHarness); stated here too, else induction starts from a pointer of
-            # zero, which grants nobody while a flit goes out (closes the induction).
+        if "arbiter.last" in tx_sig:  # as props.assert_arbiter_pointers (closes induction)
             last = tx_sig["arbiter.last"]
             m.d.comb += Assert(last.any() & ((last & (last - 1)) == 0), "arbiter pointer one-hot")
         m.d.comb += [

@@ -36,7 +36,7 @@ from unifab.params import LinkParams
 
 from .harness_home import FreeRx, _fsm_state, small_home_params
 from .harness_link import CheapCrc
-from .props import any_seq, past, past_valid, peek, small_fabric
+from .props import any_seq, assert_arbiter_pointers, past, past_valid, peek, small_fabric
 from .streams import credit_sink, free_environment, observe, observe_stream
 
 __all__ = [
@@ -243,6 +243,7 @@ class EndpointStreamsHarness(_CreditedBlock):
     def invariants(self, m, mod, sigs):
         n = self.params.mshrs
         main = _in_state(mod)
+        assert_arbiter_pointers(m, mod, ("tx", "arbiter"))
         # The answer queue's pointers, and an answered MSHR is left alone until its answer
         # has left (its rdata/resp/buser are the AXI answer's payload).
         rq, rq_sigs = _peek_sub(mod, "rq")

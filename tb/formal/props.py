@@ -129,6 +129,22 @@ def deep_peek(dut: Elaboratable, platform=None) -> tuple[Module, dict[str, Signa
     return mod, found
 
 
+def assert_arbiter_pointers(m: Module, mod: Module, path: tuple[str, ...]) -> None:
+    """Asserts that the :class:`~unifab.hdl.lib.arbiter.RoundRobin` at ``path`` below the
+    elaborated ``mod`` (submodule names, elaborated in place on the way) keeps a one-hot
+    pointer. It does in every reachable state (``RoundRobinHarness`` proves it); a harness
+    whose block holds an arbiter states it too, else induction may start from a pointer of
+    zero, which grants nobody while a flit goes out."""
+    for name in path:
+        sub, src_loc = mod._named_submodules[name]
+        if not isinstance(sub, Module):
+            sub, _ = peek(sub)
+            mod._named_submodules[name] = (sub, src_loc)
+        mod = sub
+    last = next(sig for sig in mod._driving if sig.name == "last")
+    m.d.comb += Assert(last.any() & ((last & (last - 1)) == 0), "arbiter pointer one-hot")
+
+
 def small_fabric(*, data_width: int = 8, vcs: int = 2, seq_bits: int = 4, credit_bits: int = 2):
     """A :class:`~unifab.flit.FabricParams` below the product's minimum sizes.
 
