@@ -725,13 +725,13 @@ def ref_atomic(op: Opcode, old: int, operand: int, compare: int, size: int) -> i
 
 
 @pytest.mark.parametrize("stages", [1, 2])
-def test_atomic_alu_presized(stages: int) -> None:
-    """The home's ALU alone (``presized``): for random operations, sizes and values, with
+def test_atomic_alu(stages: int) -> None:
+    """The home's ALU alone: for random operations, sizes and values, with
     garbage in the unused upper bytes of the operand and compare value, ``result`` and
     ``old_value`` are right (upper bytes zero) one cycle after the operands settle and, from
     then on, at once (``stages=1``) or one cycle (``stages=2``) after the old value settles;
     a CAS whose compare value equals the old value in the access's bytes only is a hit."""
-    alu = AtomicAlu(presized=True, stages=stages)
+    alu = AtomicAlu(stages=stages)
     rng = random.Random(11)
     ops = sorted(ATOMIC_OPCODES, key=lambda o: o.value)
     checked = {"n": 0, "cas_hits": 0}
@@ -768,6 +768,12 @@ def test_atomic_alu_presized(stages: int) -> None:
     sim.add_testbench(bench)
     sim.run()
     assert checked["n"] == 400 and checked["cas_hits"] > 10
+
+
+@pytest.mark.parametrize("stages", [0, 3, "2"])
+def test_atomic_alu_rejects_bad_stages(stages) -> None:
+    with pytest.raises(ValueError, match=r"stages must be 1 or 2, not "):
+        AtomicAlu(stages=stages)
 
 
 @pytest.mark.parametrize("width", [128, 256, 512])

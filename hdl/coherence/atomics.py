@@ -25,23 +25,22 @@ def sign_extend(m: Module, value: Value, size: Value, name: str) -> Signal:
 
 
 class AtomicAlu(wiring.Component):
-    """Combinational atomic operation on 1, 2, 4 or 8 bytes.
+    """The home's atomic operation on 1, 2, 4 or 8 bytes, its operand side registered.
 
     Values are little-endian and use the low ``1 << size`` bytes of each 64-bit port; the
-    upper bytes of the inputs are ignored and those of ``old_value``/``result`` are zero.
+    upper bytes of ``operand`` and ``compare`` are ignored and those of
+    ``old_value``/``result`` are zero. ``old`` must be the old value already sign-extended
+    from the access size (:func:`sign_extend`; the home does it as it takes the value from
+    its read beat). The operand side (``operand`` and ``compare`` sign-extended, the access
+    size's mask, the opcode) is registered inside: ``result`` is right one cycle after
+    ``operand``, ``compare``, ``size`` and ``opcode`` settle, as long as they hold, so the
+    adder and the compares start from flops on both sides.
 
-    With ``presized``, ``old`` must instead be the old value already sign-extended from the
-    access size (:func:`sign_extend`; the home does it as it takes the value from its read
-    beat), and the operand side (``operand`` and ``compare`` sign-extended, the access
-    size's mask, the opcode) is registered inside: ``result`` is then right one cycle after
-    ``operand``, ``compare``, ``size`` and ``opcode`` settle, as long as they hold. The adder
-    and the compares then start from flops on both sides.
-
-    With ``stages=2`` (``presized`` only), the sum, the signed compares and the CAS equality
-    are registered too, and the opcode's selection starts from them: ``result`` is right one
-    cycle after ``old`` settles (at once with ``stages=1``), as long as it holds. For a user
-    with a cycle to spare between the old value and the use of the result (the home, when a
-    line takes at least two beats).
+    With ``stages=2``, the sum, the signed compares and the CAS equality are registered too,
+    and the opcode's selection starts from them: ``result`` is right one cycle after ``old``
+    settles (at once with ``stages=1``), as long as it holds. For a user with a cycle to
+    spare between the old value and the use of the result (the home, when a line takes at
+    least two beats).
 
     Ports
     -----
@@ -63,12 +62,9 @@ class AtomicAlu(wiring.Component):
         AND/OR/XOR, and the signed minimum/maximum of old value and operand.
     """
 
-    def __init__(self, *, presized: bool = False, stages: int = 1):
+    def __init__(self, *, stages: int = 1):
         if stages not in (1, 2):
             raise ValueError(f"stages must be 1 or 2, not {stages!r}")
-        if stages == 2 and not presized:
-            raise ValueError("stages=2 needs presized=True")
-        self.presized = presized
         self.stages = stages
         super().__init__(
             {
@@ -83,47 +79,6 @@ class AtomicAlu(wiring.Component):
         )
 
     def elaborate(self, platform):
-        if self.presized:
-            return self._elaborate_presized()
-        m = Module()
-        mask = Signal(64)
-        a, b, c = Signal(64), Signal(64), Signal(64)
-        b_signed = Signal(signed(64))
-        with m.Switch(self.size):
-            for size in range(4):
-                with m.Case(size):
-                    m.d.comb += mask.eq(size_mask(size))
-        m.d.comb += [
-            b.eq(self.operand & mask),
-            c.eq(self.compare & mask),
-            b_signed.eq(sign_extend(m, self.operand, self.size, "operand_signed")),
-        ]
-        a_signed = sign_extend(m, self.old, self.size, "old_signed")
-        m.d.comb += [a.eq(self.old & mask), self.old_value.eq(a)]
-        value = Signal(64)
-        with m.Switch(self.opcode):
-            with m.Case(Opcode.ATOMIC_ADD):
-                m.d.comb += value.eq(a + b)
-            with m.Case(Opcode.ATOMIC_SWAP):
-                m.d.comb += value.eq(b)
-            with m.Case(Opcode.ATOMIC_CAS):
-                m.d.comb += value.eq(Mux(a == c, b, a))
-            with m.Case(Opcode.ATOMIC_AND):
-                m.d.comb += value.eq(a & b)
-            with m.Case(Opcode.ATOMIC_OR):
-                m.d.comb += value.eq(a | b)
-            with m.Case(Opcode.ATOMIC_XOR):
-                m.d.comb += value.eq(a ^ b)
-            with m.Case(Opcode.ATOMIC_MIN):
-                m.d.comb += value.eq(Mux(a_signed < b_signed, a, b))
-            with m.Case(Opcode.ATOMIC_MAX):
-                m.d.comb += value.eq(Mux(a_signed > b_signed, a, b))
-            with m.Default():
-                m.d.comb += value.eq(a)
-        m.d.comb += self.result.eq(value & mask)
-        return m
-
-    def _elaborate_presized(self) -> Module:
         m = Module()
         # Everything but the old value is registered: the inputs hold. The operand and the
         # compare value are kept sign-extended from the access size, like the old value, and

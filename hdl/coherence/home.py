@@ -196,7 +196,7 @@ class HomeAgent(wiring.Component):
         # The old value is sign-extended as it is taken from its read beat (atomic_old). With
         # two beats or more per line the ALU has two cycles (see atomic_new): its carry chains
         # and compares end at flops of their own.
-        m.submodules.alu = alu = AtomicAlu(presized=True, stages=2 if beats >= 2 else 1)
+        m.submodules.alu = alu = AtomicAlu(stages=2 if beats >= 2 else 1)
 
         req_s = rx.streams[MsgClass.REQ.value]
         rsp_s = rx.streams[MsgClass.RSP.value]
