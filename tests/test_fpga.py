@@ -385,3 +385,58 @@ def test_block_fmax_needs_the_area_step(capsys):
     with pytest.raises(SystemExit):
         main(["--board", "ulx3s", "--no-area", "--block-fmax"])
     assert "--block-fmax needs the per-block synthesis" in capsys.readouterr().err
+
+
+def test_block_mode_places_one_block_with_the_boards_options(tmp_path, monkeypatch, capsys):
+    """``--block NAME`` (``make fpga-block``) synthesizes only that block, with and without
+    wide LUTs, places and routes its wide-LUT netlist with the board's nextpnr options and the
+    given seed, and prints its figures and one JSON line; the whole design is not built."""
+    import json
+
+    import fpga.build as fb
+
+    synthesized: list[tuple[str, bool, bool]] = []
+    placed: list[tuple[str, int, tuple]] = []
+
+    def fake_synth_area(block, *, name, workdir, widelut, netlist=False):
+        synthesized.append((type(block).__name__, widelut, netlist))
+        return fb.BlockArea(luts=300 if widelut else 400, carry=5, widemux=0, dpram=0, ffs=70,
+                            brams=0)  # fmt: skip
+
+    def fake_block_fmax(platform, *, name, workdir, seed=1, options=()):
+        placed.append((name, seed, options))
+        path = {"start": "a", "end": "b", "delay_ns": 9.5, "logic_ns": 3.0, "cells": 7}
+        return {"fmax_mhz": 105.3, "critical_path": path, "pnr_seconds": 2.0}
+
+    def no_whole_build(*args, **kwargs):
+        raise AssertionError("the whole design was built")
+
+    monkeypatch.setattr(fb, "synth_area", fake_synth_area)
+    monkeypatch.setattr(fb, "block_fmax", fake_block_fmax)
+    monkeypatch.setattr(fb, "build", no_whole_build)
+    b = BOARDS["ulx3s"]
+    rc = fb.main(["--board", "ulx3s", "--block", "switch_as_built", "--seed", "3",
+                  "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    assert synthesized == [("SwitchAsBuilt", False, False), ("SwitchAsBuilt", True, True)]
+    assert placed == [("switch_as_built", 3, b.nextpnr_opts)]
+    out = capsys.readouterr().out.splitlines()
+    line = json.loads(out[-1])
+    assert line["block"] == "switch_as_built" and line["board"] == "ulx3s" and line["seed"] == 3
+    assert line["luts"] == 310 and line["luts_nowidelut"] == 410 and line["fmax_mhz"] == 105.3
+    assert "critical path: a -> b, 9.5 ns" in "\n".join(out)
+
+
+def test_block_mode_rejects_unknown_and_missing_blocks(tmp_path, monkeypatch, capsys):
+    import fpga.build as fb
+
+    with pytest.raises(SystemExit):
+        fb.main(["--board", "ulx3s", "--block", "router"])
+    assert "invalid choice: 'router'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"unknown block 'router'; the blocks are link, "):
+        fb.block_report(BOARDS["ulx3s"], "small", "router", out=tmp_path)
+    # A system without a link pair has no "link" block: a clear error, not a crash.
+    monkeypatch.setattr(fb, "blocks_of", lambda b, preset: dict.fromkeys(fb.BLOCK_NAMES))
+    with pytest.raises(SystemExit):
+        fb.main(["--board", "ulx3s", "--block", "link", "--out", str(tmp_path)])
+    assert "the 'small' preset on ulx3s has no 'link' block" in capsys.readouterr().err
