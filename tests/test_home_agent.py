@@ -1182,6 +1182,40 @@ def test_snoop_answers_for_another_line_are_not_taken() -> None:
     run(scenario)
 
 
+def test_other_data_for_the_snooped_line_is_not_taken() -> None:
+    """While the home snoops a line, a FWD_DATA and a COMP_DATA for that very line on the DAT
+    VC (only an SNP_RESP_DATA answers a snoop: the opcode is decided as the flit enters the
+    receive buffer) are discarded and counted; the real answer completes the request."""
+    B = line_addr(2)
+
+    async def scenario(b: Bench) -> None:
+        ag = b.agents
+        ag.request(0, Opcode.READ_UNIQUE, B, store=b"\xaa" * 8)
+        await b.settle()
+        b.take()
+        assert ag.state(0, B) is M
+        answer = ag._snoop
+
+        def others_first(msg: Message) -> None:
+            h = msg.header
+            for opcode in (Opcode.FWD_DATA, Opcode.COMP_DATA):
+                other = header(opcode, src=h.dst, dst=HOME, tag=h.tag, addr=B, state=I)
+                b.peer.send(Message(header=other, data=bytes(64)))
+            answer(msg)
+
+        ag._snoop = others_first
+        unexpected = b.counter("unexpected")
+        r = ag.request(3, Opcode.READ_SHARED, B)
+        await b.settle()
+        assert heads(b.take()) == [snp(Opcode.SNP_SHARED, 0, r, B)]
+        assert b.counter("unexpected") == unexpected + 2
+        assert b.mem(B)[:8] == b"\xaa" * 8
+        assert b.directory()[B] == ("S", frozenset({0, 3}))
+        assert b.counter("table_used") == 0
+
+    run(scenario)
+
+
 def test_unexpected_counts_each_cycles_discards_the_next_cycle() -> None:
     """``unexpected`` is counted a cycle late inside (the discard pulses end at a small
     register) with the pending pulses added back at the output: every cycle it must still be
