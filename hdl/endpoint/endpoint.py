@@ -26,7 +26,6 @@ to their ``src``).
 
 from amaranth import *
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -44,6 +43,7 @@ from unifab.flit import (
 from unifab.hdl.endpoint.axi_front import AxiFront, op_layout
 from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
 from unifab.hdl.endpoint.mshr import RequestSender, evict_layout, mshr_layout, pick
+from unifab.hdl.endpoint.queue import HeadRegFIFO
 from unifab.hdl.endpoint.snoop import SnoopDecide
 from unifab.hdl.lib.axi import Axi4Signature, AxiParams, AxiResp
 from unifab.hdl.lib.port import FabricLink, FabricToStreams, StreamsToFabric
@@ -203,7 +203,9 @@ class Endpoint(wiring.Component):
                 "buser": 64,
             }
         )
-        m.submodules.rq = rq = SyncFIFO(width=rq_layout.size, depth=n + 4)
+        # The head entry comes from flops: the answer's MSHR, its done bit, the AXI handshake
+        # and the pop (which frees the MSHR) start at a register, not at a RAM read.
+        m.submodules.rq = rq = HeadRegFIFO(width=rq_layout.size, depth=n + 4)
         rq_in = Signal(rq_layout)
         rq_head = Signal(rq_layout)
         m.d.comb += [rq.w_data.eq(rq_in), rq_head.eq(rq.r_data)]

@@ -282,6 +282,18 @@ class EndpointStreamsHarness(_CreditedBlock):
             m.d.comb += Assert(
                 sum(waits[i]) == mshr[i].busy, "inv: an MSHR is busy while its answer is queued"
             )
+        # The queue's head register (HeadRegFIFO) copies the RAM's entry at the read pointer,
+        # and the second read's address is the pointer's successor.
+        at_consume = storage.read_port(domain="comb")
+        m.d.comb += [
+            at_consume.addr.eq(consume),
+            Assert(
+                rq_sigs["consume_next"] == Mux(consume == d - 1, 0, consume + 1),
+                "inv: answer queue read-ahead pointer",
+            ),
+        ]
+        with m.If(level != 0):
+            m.d.comb += Assert(rq_sigs["head"] == at_consume.data, "inv: answer queue head")
 
 
 class RequestSenderHarness(Elaboratable):
