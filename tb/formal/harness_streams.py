@@ -16,7 +16,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from unifab.coherence.params import CacheParams, EndpointParams
-from unifab.flit import FabricParams
+from unifab.flit import FabricParams, Header
 from unifab.hdl.coherence import home as home_module
 from unifab.hdl.coherence.atomics import AtomicAlu
 from unifab.hdl.coherence.home import HomeAgent
@@ -268,6 +268,11 @@ class EndpointStreamsHarness(_CreditedBlock):
             m.d.comb += Assert(level < d, "inv: room for the held operation's answer")
         with m.If(main("OP")):
             m.d.comb += Assert(sigs["op_held"], "inv: OP works on the held operation")
+        # k_ok is a flop loaded in IDLE: where it is used, it is the response's MSHR test.
+        tag = data.View(Header, sigs["hdr"]).tag
+        k_ok = Cat((tag == i) & mshr[i].busy & mshr[i].active for i in range(n)).any()
+        with m.If(main("RSP", "DAT", "DAT_END")):
+            m.d.comb += Assert(sigs["k_ok"] == k_ok, "inv: k_ok is the response's MSHR test")
         # The queue (HeadRegFIFO) writes its RAM a cycle late: while stage_en the newest entry
         # is in the stage register, for the RAM word stage_addr (produce's predecessor).
         storage = mod._named_submodules["rq"][0]._named_submodules["storage"][0]
