@@ -315,17 +315,40 @@ class TrafficEngine(wiring.Component):
         chk_error = Signal()
         m.d.comb += chk_error.eq(chk_valid & mismatch)
 
+        # The B response is checked the same way, a cycle later from registers: its resp and
+        # an atomic's old value (two 64-bit compares) no longer sit between the endpoint's
+        # answer and the error counter. A B never arrives in the cycle after an R beat (one
+        # transaction at a time), so at most one of the two check stages fires in a cycle.
+        bchk_valid = Signal()
+        bchk_bad = Signal()  # resp not OKAY
+        bchk_atomic = Signal()
+        bchk_old = Signal(64)
+        bchk_step = Signal.like(step)
+        bchk_iter = Signal.like(it)
+        bchk_error = Signal()
+        m.d.comb += bchk_error.eq(
+            bchk_valid
+            & (
+                bchk_bad
+                | (bchk_atomic & ((bchk_old >= p.total_adds) | (seen_old & (bchk_old <= last_old))))
+            )
+        )
+        with m.If(bchk_valid & ~bchk_bad & bchk_atomic):
+            m.d.sync += [last_old.eq(bchk_old), seen_old.eq(1)]
+
         error = Signal()  # found this cycle, in the current step
         found = Signal(2)
-        m.d.comb += found.eq(error + chk_error)
+        m.d.comb += found.eq(error + (chk_error | bchk_error))
         with m.If(found != 0):
             m.d.sync += self.errors.eq(
                 Mux(self.errors >= 0xFFFF - found, 0xFFFF, self.errors + found)
             )
             with m.If(self.errors == 0):
-                # The check stage's beat came first.
+                # The check stages' answer came first.
                 with m.If(chk_error):
                     m.d.sync += [self.first_step.eq(chk_step), self.first_iter.eq(chk_iter)]
+                with m.Elif(bchk_error):
+                    m.d.sync += [self.first_step.eq(bchk_step), self.first_iter.eq(bchk_iter)]
                 with m.Else():
                     m.d.sync += [self.first_step.eq(step), self.first_iter.eq(it)]
 
@@ -378,7 +401,7 @@ class TrafficEngine(wiring.Component):
                 m.d.sync += step.eq(step + 1)
                 m.next = "ISSUE"
 
-        m.d.sync += chk_valid.eq(0)  # unless a beat arrives (below)
+        m.d.sync += [chk_valid.eq(0), bchk_valid.eq(0)]  # unless a beat or a B arrives (below)
         with m.FSM():
             with m.State("ISSUE"):
                 with m.If(is_read):
@@ -398,13 +421,14 @@ class TrafficEngine(wiring.Component):
             with m.State("B"):
                 m.d.comb += axi.bready.eq(1)
                 with m.If(axi.bvalid):
-                    with m.If(axi.bresp != AxiResp.OKAY):
-                        m.d.comb += error.eq(1)
-                    with m.Elif(step == _ATOMIC):
-                        old = axi.buser[:64]
-                        with m.If((old >= p.total_adds) | (seen_old & (old <= last_old))):
-                            m.d.comb += error.eq(1)
-                        m.d.sync += [last_old.eq(old), seen_old.eq(1)]
+                    m.d.sync += [
+                        bchk_valid.eq(1),
+                        bchk_bad.eq(axi.bresp != AxiResp.OKAY),
+                        bchk_atomic.eq(step == _ATOMIC),
+                        bchk_old.eq(axi.buser[:64]),
+                        bchk_step.eq(step),
+                        bchk_iter.eq(it),
+                    ]
                     next_step()
             with m.State("R"):
                 m.d.comb += axi.rready.eq(1)
@@ -434,7 +458,7 @@ class TrafficEngine(wiring.Component):
                     m.next = "DONE"
             with m.State("DONE"):
                 # Done once the last beat has been checked.
-                m.d.comb += [self.finished.eq(1), self.done.eq(~chk_valid)]
+                m.d.comb += [self.finished.eq(1), self.done.eq(~chk_valid & ~bchk_valid)]
         with m.If((watchdog == p.watchdog) & ~self.timeout):
             m.d.sync += self.timeout.eq(1)
             m.d.comb += error.eq(1)

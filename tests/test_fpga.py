@@ -9,8 +9,17 @@ from amaranth.sim import Simulator
 from fpga.axi_ram import AxiRam
 from fpga.boards import BOARDS, ecp5_pll_params
 from fpga.build import platform_for, top_for
-from fpga.selftest import BOARD_LINK, STEPS, SelfTestCore, SelfTestParams, system_preset
+from fpga.selftest import (
+    BOARD_LINK,
+    STEPS,
+    SelfTestCore,
+    SelfTestParams,
+    TrafficEngine,
+    system_preset,
+)
 from fpga.top import BoardTop
+from unifab.flit import ADDR_BITS
+from unifab.hdl.lib.axi import AxiParams, AxiResp
 
 # The system as the board builds it (its switch, agent and link options): what goes on the
 # board is what these tests run.
@@ -126,6 +135,42 @@ def test_selftest_counts_an_error_in_the_last_beat():
     r = run_core(core_with_faulty_ram(quick(link=None, iterations=4), fault_mask=1))
     assert r["done"] and not r["passed"] and not r["timeout"], r
     assert r["errors"] > 0
+
+
+def test_selftest_checks_the_atomic_old_value():
+    """Every read beat from memory has bit 63 flipped: the home's atomic reads the counter
+    with it set, so the first B of an atomic carries an old value beyond the run's total (the
+    B check, a cycle after the B, reports that step and iteration)."""
+    r = run_core(core_with_faulty_ram(quick(link=None, iterations=4), fault_mask=1 << 63))
+    assert r["done"] and not r["passed"] and not r["timeout"], r
+    assert STEPS[r["first_step"]] == "atomic" and r["first_iter"] == 0, r
+
+
+def test_engine_counts_b_errors():
+    """A subordinate that answers every write SLVERR: the engine counts one error per write
+    transaction (the private line, the shared line, the atomic) and reports the first."""
+    p = quick(link=None)
+    ap = AxiParams(addr_width=ADDR_BITS, data_width=128, id_width=4, awuser_width=6, buser_width=64)
+    engine = TrafficEngine(engine=0, params=p, axi=ap)
+    axi = engine.axi
+    result = {}
+
+    async def bench(ctx):
+        ctx.set(axi.awready, 1)
+        ctx.set(axi.wready, 1)
+        ctx.set(axi.bvalid, 1)
+        ctx.set(axi.bresp, AxiResp.SLVERR)
+        ctx.set(axi.arready, 1)  # no R beat ever: the engine stops at its first read
+        await ctx.tick().repeat(60)
+        for name in ("errors", "first_step", "first_iter", "ops"):
+            result[name] = ctx.get(getattr(engine, name))
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert result["ops"] == 3 and result["errors"] == 3, result
+    assert STEPS[result["first_step"]] == "wr_priv" and result["first_iter"] == 0, result
 
 
 def test_selftest_params_validated():

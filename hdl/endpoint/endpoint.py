@@ -26,7 +26,6 @@ to their ``src``).
 
 from amaranth import *
 from amaranth.lib import data, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -44,6 +43,7 @@ from unifab.flit import (
 from unifab.hdl.endpoint.axi_front import AxiFront, op_layout
 from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
 from unifab.hdl.endpoint.mshr import RequestSender, evict_layout, mshr_layout, pick
+from unifab.hdl.endpoint.queue import HeadRegFIFO
 from unifab.hdl.endpoint.snoop import SnoopDecide
 from unifab.hdl.lib.axi import Axi4Signature, AxiParams, AxiResp
 from unifab.hdl.lib.port import FabricLink, FabricToStreams, StreamsToFabric
@@ -203,7 +203,9 @@ class Endpoint(wiring.Component):
                 "buser": 64,
             }
         )
-        m.submodules.rq = rq = SyncFIFO(width=rq_layout.size, depth=n + 4)
+        # The head entry comes from flops: the answer's MSHR, its done bit, the AXI handshake
+        # and the pop (which frees the MSHR) start at a register, not at a RAM read.
+        m.submodules.rq = rq = HeadRegFIFO(width=rq_layout.size, depth=n + 4)
         rq_in = Signal(rq_layout)
         rq_head = Signal(rq_layout)
         m.d.comb += [rq.w_data.eq(rq_in), rq_head.eq(rq.r_data)]
@@ -402,8 +404,20 @@ class Endpoint(wiring.Component):
         k = Signal(range(max(2, n)))
         m.d.comb += k.eq(hdr.tag[: max(1, (n - 1).bit_length())])
         mk = pick(m, mshr, k, n, "mk")
+        # k_ok: the response names an outstanding MSHR (busy and active). A flop, loaded in
+        # IDLE from the response being taken, so that RSP, DAT and DAT_END (its only users)
+        # start their MSHR updates (the 128-bit rdata enables) at it, not at the tag's MSHR
+        # multiplexer. It equals the value on hdr then: no MSHR becomes busy outside OP, none
+        # becomes inactive outside complete() (RSP, DAT_END), a free one (active again) is not
+        # busy, and one freed by the answer queue was done, so already inactive (the formal
+        # streams harness asserts k_ok against its definition in these states).
         k_ok = Signal()
-        m.d.comb += k_ok.eq(_below(hdr.tag, n) & mk.busy & mk.active)
+        mshr_ok = Signal(n)
+        m.d.comb += mshr_ok.eq(Cat(mshr[i].busy & mshr[i].active for i in range(n)))
+
+        def tag_ok(tag: Value) -> Value:
+            return _below(tag, n) & (mshr_ok >> tag[: max(1, (n - 1).bit_length())])[0]
+
         e_idx = Signal(range(max(2, n)))
         m.d.comb += e_idx.eq(hdr.tag[: max(1, (n - 1).bit_length())])
         e_ok = Signal()
@@ -557,6 +571,10 @@ class Endpoint(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
+                # Only a response goes on to RSP or DAT (a snoop to SNP, which needs no k_ok).
+                rsp_tag = data.View(Header, rsp_in.payload.payload[:128]).tag
+                dat_tag = data.View(Header, dat_in.payload.payload[:128]).tag
+                m.d.sync += k_ok.eq(tag_ok(Mux(rsp_in.valid, rsp_tag, dat_tag)))
                 with m.If(snp_in.valid):
                     m.d.comb += snp_in.ready.eq(1)
                     m.d.sync += hdr.eq(snp_hdr)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager, suppress
 
-from amaranth import Cat, Elaboratable, Module, Mux, Signal
+from amaranth import Cat, Elaboratable, Module, Mux, Signal, Value
 from amaranth.hdl import Assert, Assume, Cover
 from amaranth.lib import data
 
 from unifab.coherence.params import CacheParams, EndpointParams
-from unifab.flit import FabricParams
+from unifab.flit import FabricParams, Header
 from unifab.hdl.coherence import home as home_module
 from unifab.hdl.coherence.atomics import AtomicAlu
 from unifab.hdl.coherence.home import HomeAgent
@@ -268,14 +268,45 @@ class EndpointStreamsHarness(_CreditedBlock):
             m.d.comb += Assert(level < d, "inv: room for the held operation's answer")
         with m.If(main("OP")):
             m.d.comb += Assert(sigs["op_held"], "inv: OP works on the held operation")
-        # An MSHR is busy exactly while one queued answer waits for it.
+        # k_ok is a flop loaded in IDLE: where it is used, it is the response's MSHR test.
+        tag = data.View(Header, sigs["hdr"]).tag
+        k_ok = Cat((tag == i) & mshr[i].busy & mshr[i].active for i in range(n)).any()
+        with m.If(main("RSP", "DAT", "DAT_END")):
+            m.d.comb += Assert(sigs["k_ok"] == k_ok, "inv: k_ok is the response's MSHR test")
+        # The queue (HeadRegFIFO) writes its RAM a cycle late: while stage_en the newest entry
+        # is in the stage register, for the RAM word stage_addr (produce's predecessor).
         storage = mod._named_submodules["rq"][0]._named_submodules["storage"][0]
+        stage, stage_en, stage_addr = (rq_sigs[k] for k in ("stage", "stage_en", "stage_addr"))
+        head_stage = rq_sigs["head_stage"]
+
+        def entry_at(addr: Value) -> Value:
+            port = storage.read_port(domain="comb")
+            m.d.comb += port.addr.eq(addr)
+            return Mux(stage_en & (stage_addr == addr), stage, port.data)
+
+        with m.If(stage_en):
+            m.d.comb += [
+                Assert(level != 0, "inv: answer queue stage holds an entry"),
+                Assert(
+                    produce == Mux(stage_addr == d - 1, 0, stage_addr + 1),
+                    "inv: answer queue stage is the newest entry",
+                ),
+            ]
+        with m.If(head_stage):
+            m.d.comb += Assert(stage_en & (level == 1), "inv: answer queue head in the stage")
+        # The head registers hold the entry at the read pointer, and the second read's
+        # address is the pointer's successor.
+        m.d.comb += Assert(
+            rq_sigs["consume_next"] == Mux(consume == d - 1, 0, consume + 1),
+            "inv: answer queue read-ahead pointer",
+        )
+        with m.If(level != 0):
+            m.d.comb += Assert(rq_sigs["r_data"] == entry_at(consume), "inv: answer queue head")
+        # An MSHR is busy exactly while one queued answer waits for it.
         waits = [[] for _ in range(n)]
         for j in range(d):
-            port = storage.read_port(domain="comb")
-            entry = data.View(self._rq_layout(), port.data)
+            entry = data.View(self._rq_layout(), entry_at(j))
             offset = Mux(j >= consume, j - consume, j + d - consume)
-            m.d.comb += port.addr.eq(j)
             for i in range(n):
                 waits[i].append((offset < level) & entry.wait & (entry.idx == i))
         for i in range(n):
