@@ -401,8 +401,9 @@ class Endpoint(wiring.Component):
         opbeat = beat_of(op.addr)
 
         # MSHR of the message being handled (responses carry tag = MSHR index).
+        idx_bits = max(1, (n - 1).bit_length())  # the MSHR index in a tag
         k = Signal(range(max(2, n)))
-        m.d.comb += k.eq(hdr.tag[: max(1, (n - 1).bit_length())])
+        m.d.comb += k.eq(hdr.tag[:idx_bits])
         mk = pick(m, mshr, k, n, "mk")
         # k_ok: the response names an outstanding MSHR (busy and active). A flop, loaded in
         # IDLE from the response being taken, so that RSP, DAT and DAT_END (its only users)
@@ -416,10 +417,10 @@ class Endpoint(wiring.Component):
         m.d.comb += mshr_ok.eq(Cat(mshr[i].busy & mshr[i].active for i in range(n)))
 
         def tag_ok(tag: Value) -> Value:
-            return _below(tag, n) & (mshr_ok >> tag[: max(1, (n - 1).bit_length())])[0]
+            return _below(tag, n) & (mshr_ok >> tag[:idx_bits])[0]
 
         e_idx = Signal(range(max(2, n)))
-        m.d.comb += e_idx.eq(hdr.tag[: max(1, (n - 1).bit_length())])
+        m.d.comb += e_idx.eq(hdr.tag[:idx_bits])
         e_ok = Signal()
         m.d.comb += e_ok.eq(hdr.tag[7] & _below(hdr.tag[:7], n))
 
