@@ -138,7 +138,8 @@ class LinkTx(wiring.Component):
             counters.append(cc)
             m.d.comb += [
                 cc.fill.eq(self.start),
-                cc.give.eq(Mux(self.peer_credits_valid & self.up, self.peer_credits[v], 0)),
+                cc.give.eq(self.peer_credits[v]),
+                cc.give_valid.eq(self.peer_credits_valid & self.up),
             ]
         m.d.comb += self.credit_overflow.eq(Cat(cc.overflow for cc in counters).any())
 
