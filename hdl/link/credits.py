@@ -128,8 +128,17 @@ class CreditReturn(wiring.Component):
             self.pending.eq(Mux(owed > self.field_max, self.field_max, owed)),
             self.nonzero.eq(owed != 0),
         ]
+        # `pop` comes late (the receive buffer's reader, through the port adapter's arbiter):
+        # both outcomes are computed beforehand and `pop` only chooses between them, instead
+        # of entering an adder (a carry chain on the ECP5) after the subtraction.
+        kept = Signal.like(owed)  # owed after this cycle's take, nothing popped
+        kept_popped = Signal.like(owed)  # the same with one flit popped
+        m.d.comb += [
+            kept.eq(owed - Mux(self.take, self.pending, 0)),
+            kept_popped.eq(owed - Mux(self.take, self.pending, 0) + 1),
+        ]
         with m.If(self.clear):
             m.d.sync += owed.eq(0)
         with m.Else():
-            m.d.sync += owed.eq(owed - Mux(self.take, self.pending, 0) + self.pop)
+            m.d.sync += owed.eq(Mux(self.pop, kept_popped, kept))
         return m
