@@ -33,7 +33,7 @@ def test_formal_credit_counter_mutant_no_decrement() -> None:
     """Removing the credit decrement on a send breaks credit conservation."""
     broken = mutant(
         CreditCounter,
-        "self.count.eq(gained - 1)",
+        "self.count.eq(spent)",
         "self.count.eq(gained)",
     )
     expect_fail(

@@ -130,12 +130,16 @@ def test_crc32c_check_value() -> None:
 )
 def test_credit_counter(depth: int, max_give: int, legal: bool, seed: int) -> None:
     rng = make_rng(seed)
+    # A separate stream for the cycles whose `give` does not count (`give_valid` low, a junk
+    # value on `give`), so that the legal/illegal give sequence stays the one above.
+    junk = make_rng(seed + 100)
     dut = CreditCounter(depth=depth, max_give=max_give)
     model = CreditCounterModel(depth)
     seen_overflow = False
+    junk_given = 0
 
     async def bench(ctx):
-        nonlocal seen_overflow
+        nonlocal seen_overflow, junk_given
         pins = Pins(ctx)
         for cyc in range(600):
             fill = rng.random() < 0.02 or cyc == 0
@@ -148,7 +152,10 @@ def test_credit_counter(depth: int, max_give: int, legal: bool, seed: int) -> No
             give = min(give, limit)
             pins.set(dut.fill, fill)
             pins.set(dut.consume, consume)
-            pins.set(dut.give, give)
+            give_valid = give != 0 or junk.random() < 0.5
+            pins.set(dut.give_valid, give_valid)
+            pins.set(dut.give, give if give_valid else junk.randint(1, max_give))
+            junk_given += not give_valid
             assert ctx.get(dut.count) == model.count, cyc
             assert ctx.get(dut.available) == model.available, cyc
             assert ctx.get(dut.overflow) == model.overflow, cyc
@@ -158,6 +165,7 @@ def test_credit_counter(depth: int, max_give: int, legal: bool, seed: int) -> No
 
     simulate(dut, bench, name=f"credit_counter_{seed}")
     assert seen_overflow == (not legal)
+    assert junk_given > 100
 
 
 @pytest.mark.parametrize("depth,field_bits,seed", [(16, 4, 1), (16, 2, 2), (7, 1, 3), (40, 3, 4)])

@@ -23,7 +23,11 @@ class CreditCounter(wiring.Component):
     consume : In(1)
         A flit was sent on this VC. Must only be asserted while ``available``.
     give : In(range(max_give + 1))
-        Credits returned by the peer this cycle.
+        Credits returned by the peer this cycle (only while ``give_valid``).
+    give_valid : In(1, init=1)
+        ``give`` counts this cycle; left unconnected, always. Separate from ``give`` so that
+        a late "the peer's flit was accepted" only picks between outcomes computed with and
+        without ``give``, after the adder and the buffer checks.
     available : Out(1)
         At least one credit is held.
     count : Out(range(depth + 1))
@@ -43,6 +47,7 @@ class CreditCounter(wiring.Component):
                 "fill": In(1),
                 "consume": In(1),
                 "give": In(range(max_give + 1)),
+                "give_valid": In(1, init=1),
                 "available": Out(1),
                 "count": Out(range(depth + 1)),
                 "overflow": Out(1),
@@ -54,21 +59,33 @@ class CreditCounter(wiring.Component):
         # `consume` comes late (after the transmitter's arbiter), `give` early: both outcomes
         # (count + give, with and without the consumed credit) are computed and checked against
         # the buffer first, and `consume` only chooses between them.
+        # `give_valid` comes late too (the receiver's verdict on the peer's flit): it picks
+        # between the sums and checks with `give` and those without.
         gained = Signal(range(self.depth + 1 + (1 << len(self.give))))
+        spent = Signal.like(gained)  # `gained` less the consumed credit
         over = Signal()  # count + give exceeds the buffer
         over_consumed = Signal()  # count + give - 1 exceeds it (`consume` needs a credit)
         m.d.comb += [
             self.available.eq(self.count != 0),
-            gained.eq(self.count + self.give),
-            over.eq(gained > self.depth),
-            over_consumed.eq(gained > self.depth + 1),
+            gained.eq(Mux(self.give_valid, self.count + self.give, self.count)),
+            spent.eq(Mux(self.give_valid, self.count + self.give - 1, self.count - 1)),
+            over.eq(
+                Mux(self.give_valid, self.count + self.give > self.depth, self.count > self.depth)
+            ),
+            over_consumed.eq(
+                Mux(
+                    self.give_valid,
+                    self.count + self.give > self.depth + 1,
+                    self.count > self.depth + 1,
+                )
+            ),
         ]
         with m.If(self.fill):
             m.d.sync += self.count.eq(self.depth)
         with m.Elif(Mux(self.consume, over_consumed, over)):
             m.d.sync += [self.count.eq(self.depth), self.overflow.eq(1)]
         with m.Elif(self.consume):
-            m.d.sync += self.count.eq(gained - 1)
+            m.d.sync += self.count.eq(spent)
         with m.Else():
             m.d.sync += self.count.eq(gained)
         return m
@@ -111,8 +128,17 @@ class CreditReturn(wiring.Component):
             self.pending.eq(Mux(owed > self.field_max, self.field_max, owed)),
             self.nonzero.eq(owed != 0),
         ]
+        # `pop` comes late (the receive buffer's reader, through the port adapter's arbiter):
+        # both outcomes are computed beforehand and `pop` only chooses between them, instead
+        # of entering an adder (a carry chain on the ECP5) after the subtraction.
+        kept = Signal.like(owed)  # owed after this cycle's take, nothing popped
+        kept_popped = Signal.like(owed)  # the same with one flit popped
+        m.d.comb += [
+            kept.eq(owed - Mux(self.take, self.pending, 0)),
+            kept_popped.eq(owed - Mux(self.take, self.pending, 0) + 1),
+        ]
         with m.If(self.clear):
             m.d.sync += owed.eq(0)
         with m.Else():
-            m.d.sync += owed.eq(owed - Mux(self.take, self.pending, 0) + self.pop)
+            m.d.sync += owed.eq(Mux(self.pop, kept_popped, kept))
         return m

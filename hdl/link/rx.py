@@ -150,8 +150,14 @@ class LinkRx(wiring.Component):
             self.peer_credits.eq(raw.credits),
         ]
         for v in range(f.vcs):
+            has_room = fifos[v].level < p.rx_depth
+            if fifos[v].depth == p.rx_depth and p.rx_depth & (p.rx_depth - 1) == 0:
+                # The level never exceeds the FIFO's depth, so below a power-of-two depth is
+                # its top bit clear: no comparator (a carry chain on the ECP5) between the
+                # level and the credit returns and the transmitter's credit counters.
+                has_room = ~fifos[v].level[p.rx_depth.bit_length() - 1]
             with m.If(raw.vc == v):
-                m.d.comb += room.eq(fifos[v].level < p.rx_depth)
+                m.d.comb += room.eq(has_room)
 
         want_nak = Signal()
         with m.If(is_seq & in_order):

@@ -13,6 +13,21 @@ from unifab.params import LinkParams
 
 __all__ = ["LinkTx", "replay_entry_layout"]
 
+#: Bits of the held-flit multiplexer selected by one copy of the registered VC choice
+#: (``LinkParams.registered_select``); see ``LinkTx._select_registered``.
+SELECT_SLICE = 16
+
+
+def _mux_tree(select: Value, items: list[Value]) -> Value:
+    """``items[select]`` as a binary tree of 2:1 multiplexers on the bits of ``select``, 0
+    for a ``select`` past the last item (so that a 4:1 choice maps onto one slice's two LUTs
+    and its PFUMX, not onto a chain of equality tests)."""
+    if len(items) == 1:
+        return Mux(select == 0, items[0], 0) if len(select) else items[0]
+    even, odd = items[0::2], items[1::2]
+    rest = select[1:]
+    return Mux(select[0], _mux_tree(rest, odd), _mux_tree(rest, even))
+
 
 def replay_entry_layout(params: LinkParams) -> data.StructLayout:
     """What the replay buffer keeps of a sequenced flit (kind, sequence number, ACK and NAK are
@@ -123,7 +138,8 @@ class LinkTx(wiring.Component):
             counters.append(cc)
             m.d.comb += [
                 cc.fill.eq(self.start),
-                cc.give.eq(Mux(self.peer_credits_valid & self.up, self.peer_credits[v], 0)),
+                cc.give.eq(self.peer_credits[v]),
+                cc.give_valid.eq(self.peer_credits_valid & self.up),
             ]
         m.d.comb += self.credit_overflow.eq(Cat(cc.overflow for cc in counters).any())
 
@@ -341,6 +357,19 @@ class LinkTx(wiring.Component):
         with m.Elif(send_data):
             m.d.sync += sel_valid.eq(0)
         m.d.comb += entry.vc.eq(sel_vc)
-        for v in range(vcs):
-            with m.If(sel_vc == v):
-                m.d.comb += entry.flit.eq(held[v])
+        # The held-flit multiplexer is split into slices of `SELECT_SLICE` bits, each selected
+        # by its own copy of `sel_vc`: one flop driving all 146 bits' multiplexers cost 5 ns
+        # of wire on the ULX3S, on the path into the stored-CRC tree. Yosys merges flops whose
+        # inputs are the same, so each copy holds `grant` on a choice and otherwise takes the
+        # previous copy's value (the first copy's, `sel_vc`'s): all copies equal `sel_vc` in
+        # every cycle (equal from reset, and each loads `grant` exactly when `sel_vc` does).
+        flit_bits = len(entry.flit.as_value())
+        prev = sel_vc
+        for lo in range(0, flit_bits, SELECT_SLICE):
+            hi = min(lo + SELECT_SLICE, flit_bits)
+            copy = Signal.like(sel_vc, name=f"sel_vc_b{lo}")
+            m.d.sync += copy.eq(Mux(choose, arbiter.grant, prev))
+            prev = copy
+            m.d.comb += entry.flit.as_value()[lo:hi].eq(
+                _mux_tree(copy, [h.as_value()[lo:hi] for h in held])
+            )

@@ -53,9 +53,10 @@ class CreditLoopHarness(Elaboratable):
 
     The peer takes every consumed credit as a flit into its buffer, pops flits at will, and
     returns the freed credits at will (any amount up to ``max_give`` at once, never more than
-    it freed). The sender consumes only while ``available``. Proved: the count never goes
-    above ``depth`` and never wraps below zero (``count + peer buffer + owed == depth``), and
-    no overflow is flagged. A link restart (``fill``) empties the peer too.
+    it freed; any value on ``give`` while ``give_valid`` is low). The sender consumes only
+    while ``available``. Proved: the count never goes above ``depth`` and never wraps below
+    zero (``count + peer buffer + owed == depth``), and no overflow is flagged. A link
+    restart (``fill``) empties the peer too.
     """
 
     def __init__(self, depth: int = 3, max_give: int = 3, dut_cls: type = CreditCounter):
@@ -72,20 +73,25 @@ class CreditLoopHarness(Elaboratable):
         consume = any_seq(m, 1, "consume")
         pop = any_seq(m, 1, "pop")
         give = any_seq(m, len(dut.give), "give")
+        give_valid = any_seq(m, 1, "give_valid")
         m.d.comb += [
             Assume(fill | ~Initial()),  # the link starts with a (re)start
             Assume(~consume | dut.available),
             Assume(~pop | (occ != 0)),
-            Assume(give <= owed),
+            Assume(~give_valid | (give <= owed)),
             Assume(give <= self.max_give),
             dut.fill.eq(fill),
             dut.consume.eq(consume),
             dut.give.eq(give),
+            dut.give_valid.eq(give_valid),
         ]
         with m.If(fill):
             m.d.sync += [occ.eq(0), owed.eq(0)]
         with m.Else():
-            m.d.sync += [occ.eq(occ + consume - pop), owed.eq(owed - give + pop)]
+            m.d.sync += [
+                occ.eq(occ + consume - pop),
+                owed.eq(owed - Mux(give_valid, give, 0) + pop),
+            ]
         started = Signal()
         m.d.sync += started.eq(1)
         with m.If(started):
