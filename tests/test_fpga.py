@@ -73,6 +73,10 @@ def test_board_top_elaborates(name):
     assert "FREQUENCY PORT" in lpf  # the board clock; nextpnr derives the PLL output's
     assert "EHXPLLL" in plan.files["top.il"]
     assert "synth_ecp5" in plan.files["top.ys"]
+    # Every LED and the report line leave through a flop in the I/O cell (no path from the
+    # core's logic straight to a pad).
+    outputs = (3 if b.leds == "rgb_led" else 8) + 1
+    assert plan.files["top.il"].count("cell \\OFS1P3DX") >= outputs
 
 
 def test_pll_dividers():
