@@ -43,9 +43,9 @@ from unifab.flit import (
 from unifab.hdl.endpoint.axi_front import AxiFront, op_layout
 from unifab.hdl.endpoint.cache import CacheArrays, CacheGeometry
 from unifab.hdl.endpoint.mshr import RequestSender, evict_layout, mshr_layout, pick
-from unifab.hdl.endpoint.queue import HeadRegFIFO
 from unifab.hdl.endpoint.snoop import SnoopDecide
 from unifab.hdl.lib.axi import Axi4Signature, AxiParams, AxiResp
+from unifab.hdl.lib.fifo import HeadRegFIFO
 from unifab.hdl.lib.port import FabricLink, FabricToStreams, StreamsToFabric
 
 __all__ = ["Endpoint", "state_change_layout"]

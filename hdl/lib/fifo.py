@@ -1,4 +1,4 @@
-"""A synchronous FIFO whose head entry comes from flops (the endpoint's answer queue).
+"""A synchronous FIFO whose head entry comes from flops (the endpoint's answer queue uses it).
 
 :class:`HeadRegFIFO` behaves cycle for cycle like Amaranth's ``SyncFIFO`` (first-word
 fall-through, an entry readable the cycle after its write, ``w_rdy``/``r_rdy`` from the

@@ -1,4 +1,4 @@
-"""The endpoint's answer queue (:class:`HeadRegFIFO`) against Amaranth's ``SyncFIFO``.
+""":class:`HeadRegFIFO` (the endpoint's answer queue) against Amaranth's ``SyncFIFO``.
 
 Both FIFOs get the same random writes and reads every cycle; their ``w_rdy``, ``r_rdy``,
 ``level`` and (while not empty) ``r_data`` must be equal every cycle. The read and write
@@ -14,7 +14,7 @@ import pytest
 from amaranth import Module
 from amaranth.lib.fifo import SyncFIFO
 
-from unifab.hdl.endpoint.queue import HeadRegFIFO
+from unifab.hdl.lib.fifo import HeadRegFIFO
 from unifab.tb.formal.mutate import mutant
 from unifab.testing import seed_from_env, simulate
 
