@@ -77,6 +77,33 @@ def test_formal_streams_mutant_endpoint_pop_without_ready() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        # The data channel's tag taken when a response waits too (IDLE serves RSP first).
+        (
+            "tag_ok(Mux(rsp_in.valid, rsp_tag, dat_tag))",
+            "tag_ok(Mux(dat_in.valid, dat_tag, rsp_tag))",
+        ),
+        # An MSHR counted as outstanding once busy, even after complete() made it inactive.
+        (
+            "Cat(mshr[i].busy & mshr[i].active for i in range(n))",
+            "Cat(mshr[i].busy for i in range(n))",
+        ),
+    ],
+    ids=["dat_tag_first", "busy_without_active"],
+)
+def test_formal_streams_mutant_endpoint_k_ok(
+    request: pytest.FixtureRequest, old: str, new: str
+) -> None:
+    """The endpoint's ``k_ok`` flop (the response's MSHR is outstanding) loaded wrong. No
+    simulation test catches either (none offers an RSP and a DAT in the same cycle); the
+    harness's invariant on ``k_ok`` does."""
+    harness = EndpointStreamsHarness(dut_cls=mutant(Endpoint, old, new))
+    name = f"streams_mutant_endpoint_{request.node.callspec.id}"  # a work directory each
+    expect_unproved(name, harness, depth=2, expect="inv: k_ok")
+
+
 def test_formal_streams_mutant_link_rx_pop_without_ready() -> None:
     """The link receiver pops its buffer without ``ready``: a received flit is lost."""
     broken = mutant(LinkRx, "fifo.r_en.eq(self.flits[v].ready)", "fifo.r_en.eq(1)")
