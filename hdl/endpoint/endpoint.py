@@ -400,7 +400,8 @@ class Endpoint(wiring.Component):
         m.d.comb += op_error.eq(op.err | (is_atomic & bad_atomic))
         opbeat = beat_of(op.addr)
 
-        # MSHR of the message being handled (responses carry tag = MSHR index).
+        # MSHR of the message being handled (responses carry tag = MSHR index; an eviction
+        # slot's COMP carries 0x80 | slot, so k is its slot too).
         idx_bits = max(1, (n - 1).bit_length())  # the MSHR index in a tag
         k = Signal(range(max(2, n)))
         m.d.comb += k.eq(hdr.tag[:idx_bits])
@@ -419,8 +420,6 @@ class Endpoint(wiring.Component):
         def tag_ok(tag: Value) -> Value:
             return _below(tag, n) & (mshr_ok >> tag[:idx_bits])[0]
 
-        e_idx = Signal(range(max(2, n)))
-        m.d.comb += e_idx.eq(hdr.tag[:idx_bits])
         e_ok = Signal()
         m.d.comb += e_ok.eq(hdr.tag[7] & _below(hdr.tag[:7], n))
 
@@ -714,7 +713,7 @@ class Endpoint(wiring.Component):
                 ]
                 tag_entry(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), CacheState.M)
                 with m.If(e_ok), m.If((hdr.opcode == Opcode.COMP) | is_err):
-                    ev_set(e_idx, busy=0, pending=0, snoop=0)
+                    ev_set(k, busy=0, pending=0, snoop=0)
                 with m.Elif(k_ok):
                     with m.If(is_err):
                         complete(k, err_resp)
