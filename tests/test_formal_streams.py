@@ -8,6 +8,7 @@ import pytest
 from unifab.hdl.coherence.home import HomeAgent
 from unifab.hdl.endpoint.axi_front import AxiFront
 from unifab.hdl.endpoint.endpoint import Endpoint
+from unifab.hdl.endpoint.mshr import RequestSender
 from unifab.hdl.link.rx import LinkRx
 from unifab.hdl.link.training import LinkTraining
 from unifab.tb.formal.check import expect_fail, expect_pass, expect_unproved
@@ -74,6 +75,16 @@ def test_formal_streams_mutant_endpoint_pop_without_ready() -> None:
     harness = EndpointStreamsHarness(dut_cls=broken)
     expect_fail(
         "streams_mutant_endpoint", harness, mode="bmc", depth=10, expect="front.resps: valid"
+    )
+
+
+def test_formal_streams_mutant_request_sender_last() -> None:
+    """The sender's ``last`` flag (the tail, loaded a flit ahead) loaded for the first data
+    beat as if two were left: the proof finds it differs from the tail test it replaced."""
+    broken = mutant(RequestSender, "last.eq(nbeats == 1)", "last.eq(nbeats == 2)")
+    harness = RequestSenderHarness(dut_cls=broken)
+    expect_fail(
+        "streams_mutant_request_sender_last", harness, mode="bmc", depth=6, expect="sender last"
     )
 
 

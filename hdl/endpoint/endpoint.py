@@ -181,14 +181,13 @@ class Endpoint(wiring.Component):
         ev_rd_snp = evmem.read_port(domain="comb")
         m.d.comb += [ev_rd_send.addr.eq(sender.edata_addr), sender.edata.eq(ev_rd_send.data)]
 
-        with m.If(sender.req_sent):
-            for i in range(n):
-                with m.If(sender.sent_idx == i):
-                    m.d.sync += mshr[i].pending.eq(0)
-        with m.If(sender.evict_sent):
-            for i in range(n):
-                with m.If(sender.sent_idx == i):
-                    m.d.sync += ev[i].pending.eq(0)
+        # A request's pending bit clears the cycle after its last flit left (the sender skips
+        # it in that cycle): no path from the transmit arbiter reaches the MSHR file.
+        for i in range(n):
+            with m.If(sender.sent_mshrs[i]):
+                m.d.sync += mshr[i].pending.eq(0)
+            with m.If(sender.sent_evicts[i]):
+                m.d.sync += ev[i].pending.eq(0)
 
         # -- in-order answer queue ----------------------------------------------------------
         rq_layout = data.StructLayout(
