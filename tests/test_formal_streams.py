@@ -8,6 +8,7 @@ import pytest
 from unifab.hdl.coherence.home import HomeAgent
 from unifab.hdl.endpoint.axi_front import AxiFront
 from unifab.hdl.endpoint.endpoint import Endpoint
+from unifab.hdl.endpoint.mshr import RequestSender
 from unifab.hdl.link.rx import LinkRx
 from unifab.hdl.link.training import LinkTraining
 from unifab.tb.formal.check import expect_fail, expect_pass, expect_unproved
@@ -102,6 +103,16 @@ def test_formal_streams_mutant_endpoint_k_ok(
     harness = EndpointStreamsHarness(dut_cls=mutant(Endpoint, old, new))
     name = f"streams_mutant_endpoint_{request.node.callspec.id}"  # a work directory each
     expect_unproved(name, harness, depth=2, expect="inv: k_ok")
+
+
+def test_formal_streams_mutant_request_sender_last() -> None:
+    """The sender's ``last`` flag (the tail, loaded a flit ahead) loaded for the first data
+    beat as if two were left: the proof finds it differs from the tail test it replaced."""
+    broken = mutant(RequestSender, "last.eq(nbeats == 1)", "last.eq(nbeats == 2)")
+    harness = RequestSenderHarness(dut_cls=broken)
+    expect_fail(
+        "streams_mutant_request_sender_last", harness, mode="bmc", depth=6, expect="sender last"
+    )
 
 
 def test_formal_streams_mutant_link_rx_pop_without_ready() -> None:

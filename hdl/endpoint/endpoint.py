@@ -181,14 +181,13 @@ class Endpoint(wiring.Component):
         ev_rd_snp = evmem.read_port(domain="comb")
         m.d.comb += [ev_rd_send.addr.eq(sender.edata_addr), sender.edata.eq(ev_rd_send.data)]
 
-        with m.If(sender.req_sent):
-            for i in range(n):
-                with m.If(sender.sent_idx == i):
-                    m.d.sync += mshr[i].pending.eq(0)
-        with m.If(sender.evict_sent):
-            for i in range(n):
-                with m.If(sender.sent_idx == i):
-                    m.d.sync += ev[i].pending.eq(0)
+        # A request's pending bit clears the cycle after its last flit left (the sender skips
+        # it in that cycle): no path from the transmit arbiter reaches the MSHR file.
+        for i in range(n):
+            with m.If(sender.sent_mshrs[i]):
+                m.d.sync += mshr[i].pending.eq(0)
+            with m.If(sender.sent_evicts[i]):
+                m.d.sync += ev[i].pending.eq(0)
 
         # -- in-order answer queue ----------------------------------------------------------
         rq_layout = data.StructLayout(
@@ -400,7 +399,8 @@ class Endpoint(wiring.Component):
         m.d.comb += op_error.eq(op.err | (is_atomic & bad_atomic))
         opbeat = beat_of(op.addr)
 
-        # MSHR of the message being handled (responses carry tag = MSHR index).
+        # MSHR of the message being handled (responses carry tag = MSHR index; an eviction
+        # slot's COMP carries 0x80 | slot, so k is its slot too).
         idx_bits = max(1, (n - 1).bit_length())  # the MSHR index in a tag
         k = Signal(range(max(2, n)))
         m.d.comb += k.eq(hdr.tag[:idx_bits])
@@ -419,8 +419,6 @@ class Endpoint(wiring.Component):
         def tag_ok(tag: Value) -> Value:
             return _below(tag, n) & (mshr_ok >> tag[:idx_bits])[0]
 
-        e_idx = Signal(range(max(2, n)))
-        m.d.comb += e_idx.eq(hdr.tag[:idx_bits])
         e_ok = Signal()
         m.d.comb += e_ok.eq(hdr.tag[7] & _below(hdr.tag[:7], n))
 
@@ -714,7 +712,7 @@ class Endpoint(wiring.Component):
                 ]
                 tag_entry(g.set_of(mk.addr), mk.way, g.tag_of(mk.addr), CacheState.M)
                 with m.If(e_ok), m.If((hdr.opcode == Opcode.COMP) | is_err):
-                    ev_set(e_idx, busy=0, pending=0, snoop=0)
+                    ev_set(k, busy=0, pending=0, snoop=0)
                 with m.Elif(k_ok):
                     with m.If(is_err):
                         complete(k, err_resp)

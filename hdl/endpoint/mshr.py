@@ -89,10 +89,13 @@ class RequestSender(wiring.Component):
         The eviction slots (read only).
     edata_addr, edata : Out(range(n * beats)), In(data_width)
         Read port into the eviction data (word ``slot * beats + beat``), combinational.
-    req_sent, evict_sent : Out(1), Out(1)
-        Pulse with the last flit of an MSHR's / eviction slot's request.
-    sent_idx : Out(range(n))
-        Which one.
+    sent_mshrs, sent_evicts : Out(n), Out(n)
+        Registered: bit ``i`` is set for one cycle, the cycle after the last flit of MSHR /
+        eviction slot ``i``'s request was taken; its owner clears its ``pending`` then. The
+        sender does not pick it in that cycle (its ``pending`` is still set), so it picks as
+        if ``pending`` had been cleared with the last flit: the request sender's loop
+        (its valid → the transmit arbiter → ``ready`` → ``pending``) ends at these flops
+        instead of at the MSHR file.
     out : Out(stream(flit_layout))
         The REQ virtual channel.
     """
@@ -106,9 +109,8 @@ class RequestSender(wiring.Component):
                 "evicts": In(data.ArrayLayout(evict_layout(), n)),
                 "edata_addr": Out(range(n * fabric.line_beats)),
                 "edata": In(fabric.data_width),
-                "req_sent": Out(1),
-                "evict_sent": Out(1),
-                "sent_idx": Out(range(n)),
+                "sent_mshrs": Out(n),
+                "sent_evicts": Out(n),
                 "out": Out(stream.Signature(flit_layout(fabric))),
             }
         )
@@ -122,7 +124,6 @@ class RequestSender(wiring.Component):
         beats = f.line_beats
         beat_shift = (bb - 1).bit_length()
 
-        is_evict = Signal()
         idx = Signal(range(n))
         hdr = Signal(Header)
         nbeats = Signal(range(beats + 1))
@@ -134,16 +135,30 @@ class RequestSender(wiring.Component):
         op_lane = Signal(range(bb))
         is_cas = Signal()
         b = Signal(range(beats + 1))
+        # The flit on `out` is the request's last (HEAD: nbeats == 0; BEATS: b == nbeats - 1),
+        # loaded a flit ahead: the last flit's handshake is `ready` and one flop, not compares.
+        last = Signal()
+        # One-hot of the MSHR (mine_m) or eviction slot (mine_e) being sent, zero for the
+        # other kind: what sent_mshrs / sent_evicts load when the last flit is taken.
+        mine_m = Signal(n)
+        mine_e = Signal(n)
+        sent = Signal()  # the request's last flit is taken this cycle
+        m.d.comb += sent.eq(self.out.valid & self.out.ready & last)
+        m.d.sync += [
+            self.sent_mshrs.eq(Mux(sent, mine_m, 0)),
+            self.sent_evicts.eq(Mux(sent, mine_e, 0)),
+        ]
 
-        # Pick: first MSHR with a pending request, else first eviction slot.
+        # Pick: first MSHR with a pending request, else first eviction slot; not the one whose
+        # request left last cycle (its owner clears its pending bit this cycle).
         req_any = Signal()
         req_idx = Signal(range(n))
         ev_any = Signal()
         ev_idx = Signal(range(n))
         for i in reversed(range(n)):
-            with m.If(self.mshrs[i].busy & self.mshrs[i].pending):
+            with m.If(self.mshrs[i].busy & self.mshrs[i].pending & ~self.sent_mshrs[i]):
                 m.d.comb += [req_any.eq(1), req_idx.eq(i)]
-            with m.If(self.evicts[i].busy & self.evicts[i].pending):
+            with m.If(self.evicts[i].busy & self.evicts[i].pending & ~self.sent_evicts[i]):
                 m.d.comb += [ev_any.eq(1), ev_idx.eq(i)]
 
         sel = pick(m, self.mshrs, req_idx, n, "sel")
@@ -151,6 +166,7 @@ class RequestSender(wiring.Component):
         new = Signal(Header)
         m.d.comb += [new.cls.eq(MsgClass.REQ), new.src.eq(self.node_id)]
         line_mask = ~C(LINE_BYTES - 1, ADDR_BITS)
+        req_beats = Signal.like(nbeats)  # the data beats of the picked MSHR's request
 
         with m.FSM():
             with m.State("IDLE"):
@@ -166,17 +182,22 @@ class RequestSender(wiring.Component):
                                 new.addr.eq(sel.addr & ~C(bb - 1, ADDR_BITS)),
                                 new.size.eq(beat_shift),
                             ]
-                            m.d.sync += nbeats.eq(0)
+                            m.d.comb += req_beats.eq(0)
                         with m.Case(Opcode.NC_WRITE):
-                            m.d.sync += [nbeats.eq(beats), kind.eq(2)]
+                            m.d.comb += req_beats.eq(beats)
+                            m.d.sync += kind.eq(2)
                         with m.Case(*sorted(ATOMIC_OPCODES, key=lambda o: o.value)):
                             m.d.comb += [new.addr.eq(sel.addr), new.size.eq(sel.size)]
-                            m.d.sync += [nbeats.eq(1), kind.eq(3)]
+                            m.d.comb += req_beats.eq(1)
+                            m.d.sync += kind.eq(3)
                         with m.Default():
-                            m.d.sync += nbeats.eq(0)
+                            m.d.comb += req_beats.eq(0)
                     m.d.sync += [
-                        is_evict.eq(0),
+                        nbeats.eq(req_beats),
+                        last.eq(req_beats == 0),
                         idx.eq(req_idx),
+                        mine_m.eq(Cat(req_idx == i for i in range(n))),
+                        mine_e.eq(0),
                         hdr.eq(new),
                         op_data.eq(sel.data),
                         op_strb.eq(sel.strb),
@@ -194,10 +215,12 @@ class RequestSender(wiring.Component):
                         new.addr.eq(evs.addr & line_mask),
                     ]
                     m.d.sync += [
-                        is_evict.eq(1),
                         idx.eq(ev_idx),
                         hdr.eq(new),
                         nbeats.eq(Mux(evs.dirty, beats, 0)),
+                        last.eq(~evs.dirty),
+                        mine_m.eq(0),
+                        mine_e.eq(Cat(ev_idx == i for i in range(n))),
                         kind.eq(1),
                         b.eq(0),
                     ]
@@ -206,17 +229,14 @@ class RequestSender(wiring.Component):
                 m.d.comb += [
                     self.out.valid.eq(1),
                     self.out.payload.head.eq(1),
-                    self.out.payload.tail.eq(nbeats == 0),
+                    self.out.payload.tail.eq(last),
                     self.out.payload.payload.eq(hdr),
                 ]
                 with m.If(self.out.ready):
-                    with m.If(nbeats == 0):
-                        m.d.comb += [
-                            self.req_sent.eq(~is_evict),
-                            self.evict_sent.eq(is_evict),
-                        ]
+                    with m.If(last):
                         m.next = "IDLE"
                     with m.Else():
+                        m.d.sync += last.eq(nbeats == 1)  # b is 0 in BEATS' first beat
                         m.next = "BEATS"
             with m.State("BEATS"):
                 beat = Signal(beat_layout(f))
@@ -250,16 +270,11 @@ class RequestSender(wiring.Component):
                 m.d.comb += [
                     self.out.valid.eq(1),
                     self.out.payload.head.eq(0),
-                    self.out.payload.tail.eq(b == nbeats - 1),
+                    self.out.payload.tail.eq(last),
                     self.out.payload.payload.eq(beat),
                 ]
                 with m.If(self.out.ready):
-                    m.d.sync += b.eq(b + 1)
-                    with m.If(b == nbeats - 1):
-                        m.d.comb += [
-                            self.req_sent.eq(~is_evict),
-                            self.evict_sent.eq(is_evict),
-                        ]
+                    m.d.sync += [b.eq(b + 1), last.eq(b + 2 == nbeats)]
+                    with m.If(last):
                         m.next = "IDLE"
-        m.d.comb += self.sent_idx.eq(idx)
         return m

@@ -330,8 +330,23 @@ class RequestSenderHarness(Elaboratable):
         p = self.params
         g = CacheGeometry(p.cache, p.fabric)
         dut = self.dut_cls(p.fabric, node_id=p.node_id, n=p.mshrs, way_bits=g.way_bits)
-        m.submodules.dut = dut
+        mod, sigs = peek(dut)
+        m.submodules.dut = mod
         free_environment(m, dut, "sender")
+        # `last` is loaded a flit ahead: it is the tail test it replaced, in both sending
+        # states (so `tail` and the end of a request are those of the compares).
+        in_state = _in_state(mod)
+        last, b, nbeats = sigs["last"], sigs["b"], sigs["nbeats"]
+        with m.If(in_state("HEAD")):
+            m.d.comb += [
+                Assert(last == (nbeats == 0), "inv: sender last in HEAD"),
+                Assert(b == 0, "inv: sender beat count starts at 0"),
+            ]
+        with m.If(in_state("BEATS")):
+            m.d.comb += [
+                Assert(b < nbeats, "inv: sender beat in range"),
+                Assert(last == (b == nbeats - 1), "inv: sender last in BEATS"),
+            ]
         out = dut.out
         addr0 = past(m, dut.edata_addr, "edata_addr_past")
         data0 = past(m, dut.edata, "edata_past")
