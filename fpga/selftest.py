@@ -336,19 +336,35 @@ class TrafficEngine(wiring.Component):
         with m.If(bchk_valid & ~bchk_bad & bchk_atomic):
             m.d.sync += [last_old.eq(bchk_old), seen_old.eq(1)]
 
+        # The two check stages' verdict is registered once more before it is counted: their
+        # compares (128-bit data, 64-bit old values against a constant and the last one) then
+        # end at a flop, not at the error counter and the first-error record across the chip
+        # (the board's longest path before this stage).
+        verdict_valid = Signal()  # a check stage compared last cycle
+        verdict_error = Signal()  # and found an error
+        verdict_step = Signal.like(step)
+        verdict_iter = Signal.like(it)
+        m.d.sync += [
+            verdict_valid.eq(chk_valid | bchk_valid),
+            verdict_error.eq(chk_error | bchk_error),
+            verdict_step.eq(Mux(chk_valid, chk_step, bchk_step)),
+            verdict_iter.eq(Mux(chk_valid, chk_iter, bchk_iter)),
+        ]
+
         error = Signal()  # found this cycle, in the current step
         found = Signal(2)
-        m.d.comb += found.eq(error + (chk_error | bchk_error))
+        m.d.comb += found.eq(error + verdict_error)
         with m.If(found != 0):
             m.d.sync += self.errors.eq(
                 Mux(self.errors >= 0xFFFF - found, 0xFFFF, self.errors + found)
             )
             with m.If(self.errors == 0):
-                # The check stages' answer came first.
-                with m.If(chk_error):
-                    m.d.sync += [self.first_step.eq(chk_step), self.first_iter.eq(chk_iter)]
-                with m.Elif(bchk_error):
-                    m.d.sync += [self.first_step.eq(bchk_step), self.first_iter.eq(bchk_iter)]
+                # The check stages' verdict is about an earlier cycle: it came first.
+                with m.If(verdict_error):
+                    m.d.sync += [
+                        self.first_step.eq(verdict_step),
+                        self.first_iter.eq(verdict_iter),
+                    ]
                 with m.Else():
                     m.d.sync += [self.first_step.eq(step), self.first_iter.eq(it)]
 
@@ -457,8 +473,11 @@ class TrafficEngine(wiring.Component):
                 else:
                     m.next = "DONE"
             with m.State("DONE"):
-                # Done once the last beat has been checked.
-                m.d.comb += [self.finished.eq(1), self.done.eq(~chk_valid & ~bchk_valid)]
+                # Done once the last beat has been checked and its verdict counted.
+                m.d.comb += [
+                    self.finished.eq(1),
+                    self.done.eq(~chk_valid & ~bchk_valid & ~verdict_valid),
+                ]
         with m.If((watchdog == p.watchdog) & ~self.timeout):
             m.d.sync += self.timeout.eq(1)
             m.d.comb += error.eq(1)

@@ -89,8 +89,8 @@ def test_formal_output_unit_cover() -> None:
 def test_formal_output_unit_mutant_no_credit_decrement() -> None:
     broken = mutant(
         OutputUnit,
-        "credits.eq(credits - send + self.out.credit[v])",
-        "credits.eq(credits + self.out.credit[v])",
+        "spent.eq(credits + self.out.credit[v] - 1)",
+        "spent.eq(credits + self.out.credit[v])",
     )
     expect_fail(
         "output_unit_mutant_credit",
@@ -126,7 +126,11 @@ def test_formal_input_unit_mutant_wrong_queue() -> None:
     """Reading the VOQ of the wrong output sends a flit where its route did not say, one
     that is not there (a stale slot of an empty queue), or one whose framing the granted
     queue's did not describe (onto a VC it may not use): the solver finds any of them."""
-    broken = mutant(InputUnit, "q.r_queue.eq(granted_out)", "q.r_queue.eq(0)")
+    broken = mutant(
+        InputUnit,
+        "q.r_queue.eq(Cat(leave[o][v] for o in range(n_out)))",
+        "q.r_queue.eq(Cat(leave[o][v] for o in range(n_out)).any())",
+    )
     expect_fail(
         "input_unit_mutant",
         InputUnitHarness(dut_cls=broken),

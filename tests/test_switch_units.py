@@ -326,8 +326,7 @@ def test_output_unit(depth: int, crossing_delay: int) -> None:
     model = OutputUnitModel(vcs, depth)
     drive = Bus(
         [
-            ("alloc_valid", dut.alloc_valid),
-            ("alloc_vc", dut.alloc_vc),
+            ("alloc_vcs", dut.alloc_vcs),
             ("alloc_head", dut.alloc_head),
             ("alloc_tail", dut.alloc_tail),
             ("alloc_src", dut.alloc_src),
@@ -405,11 +404,10 @@ def test_output_unit(depth: int, crossing_delay: int) -> None:
                 raw = flit_raw(send.head, send.tail, rng.getrandbits(params.fabric.payload_bits))
                 this = (send.vc, raw)
                 values.update(
-                    alloc_valid=1,
-                    alloc_vc=send.vc,
+                    alloc_vcs=1 << send.vc,
                     alloc_head=int(send.head),
                     alloc_tail=int(send.tail),
-                    alloc_src=send.src,
+                    alloc_src=1 << send.src,
                 )
             last = granted if crossing_delay else this
             granted = this
@@ -562,6 +560,9 @@ def test_input_unit(case: str) -> None:
         ]
     )
     sense_flit = Bus([("out_valid", u.out_valid), ("out_vc", u.out_vc), ("out_flit", u.out_flit)])
+    sense_offer = Bus(
+        [("offer_vcs", u.offer_vcs), ("offer_head", u.offer_head), ("offer_tail", u.offer_tail)]
+    )
     # The flit granted in the previous cycle, which crosses now with registered_grant.
     crossing: tuple[int, int] | None = None
     # The flit that arrived in the previous cycle, which is queued now with registered_route.
@@ -662,6 +663,19 @@ def test_input_unit(case: str) -> None:
                 exp_blocked |= bool(blocked) << o
             assert got["requests"] == exp_req, f"cycle {cycle}: requests"
             assert got["credit_blocked"] == exp_blocked, f"cycle {cycle}: credit_blocked"
+            # Each output's offer: the VC the round robin picks among its candidates, and
+            # that queue's front flit's framing.
+            offers = sense_offer.unpack(ctx.get(sense_offer.value))
+            offer_vcs = unpack_rows(offers["offer_vcs"], vcs, n_out)
+            for o in range(n_out):
+                pick = vc_rr.grant(cands[o])
+                if pick is None:
+                    assert offer_vcs[o] == 0, f"cycle {cycle}: output {o} offered no candidate"
+                    continue
+                assert offer_vcs[o] == 1 << pick, f"cycle {cycle}: output {o} offer"
+                head, tail, _ = flit_fields(head_of(pick, o))
+                framing = (offers["offer_head"] >> o & 1, offers["offer_tail"] >> o & 1)
+                assert framing == (head, tail), f"cycle {cycle}: output {o} offer framing"
             # Allocator stand-in: grant one requested output, or none.
             asked = [o for o in range(n_out) if exp_req >> o & 1]
             grant = rng.choice(asked) if asked and rng.random() < 0.85 else None

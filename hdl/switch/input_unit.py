@@ -7,7 +7,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import HEADER_BITS, ErrorCode, flit_layout
-from unifab.hdl.lib.arbiter import round_robin_pick
+from unifab.hdl.lib.arbiter import first_after, onehot_index, onehot_mux
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.route import RouteCompute
 from unifab.hdl.switch.tables import route_entry_layout, tables_layout
@@ -57,9 +57,15 @@ class InputUnit(wiring.Component):
         From the allocator: one-hot output this input sends to this cycle.
     credit_ok, may_head, may_body : In(ArrayLayout(vcs, n_out))
         Per output and VC: a credit is held; a new message may start; this input owns the VC.
+    offer_vcs, offer_head, offer_tail : Out(ArrayLayout(vcs, n_out)), Out(n_out), Out(n_out)
+        Per output, before the grant: the VC (one-hot, zero when none may leave) of the flit
+        this input sends if granted that output, and whether it starts / ends a message. The
+        switch hands the granted output its offer (an AND-OR with the allocator's column):
+        the output unit's credits and VC ownership, at the end of the allocation loop, then
+        wait for the grant only, not for this unit's choice among its offers.
     alloc_valid, alloc_vc, alloc_head, alloc_tail : Out(1), Out(vc_bits), Out(1), Out(1)
-        The departure decided this cycle (from the grant): its VC, and whether the flit starts
-        / ends a message. The output unit's credits and VC ownership follow these.
+        The departure decided this cycle (the granted output's offer): its VC, and whether the
+        flit starts / ends a message.
     out_valid, out_vc, out_flit : Out(1), Out(vc_bits), Out(flit_layout)
         To the crossbar: the departing flit, in the same cycle as ``alloc_*``, or with
         ``registered_grant`` in the next.
@@ -86,6 +92,9 @@ class InputUnit(wiring.Component):
             "may_body": In(per_out),
             "alloc_valid": Out(1),
             "alloc_vc": Out(f.vc_bits),
+            "offer_vcs": Out(per_out),
+            "offer_head": Out(self.n_out),
+            "offer_tail": Out(self.n_out),
             "alloc_head": Out(1),
             "alloc_tail": Out(1),
             "out_valid": Out(1),
@@ -204,60 +213,62 @@ class InputUnit(wiring.Component):
         ]
 
         # ---- Departure: the granted output's VC, round-robin --------------------------------
-        # Each output's VC choice is made from its candidates in parallel with the allocator
-        # (one shared pointer), so the grant only selects among ready choices.
+        # Each output's VC choice (its offer) is made from its candidates in parallel with the
+        # allocator (one shared pointer), so the grant only selects among ready choices. The
+        # grant is one-hot and every choice too, so each selection is an AND-OR (no priority
+        # chain, no encoder): the grant is the end of the switch's allocation loop.
         last_vc = Signal(range(max(vcs, 2)), init=vcs - 1)
-        leave_vc = Signal(vcs)  # one-hot: the VC whose flit leaves this cycle
-        # The framing (head / tail bit) of each output's chosen flit is known before the grant
-        # too, so the grant selects it with an AND-OR instead of steering a queue read: the
-        # output units' VC ownership, at the end of the allocation loop, waits less.
-        pick_head = Signal(n_out)
-        pick_tail = Signal(n_out)
+        after_last = [last_vc == b for b in range(vcs)]
+        # leave[o] bit v: VC v's queue for output o gives its front flit this cycle.
+        leave = [Signal(vcs, name=f"leave{o}") for o in range(n_out)]
         for o in range(n_out):
-            pick = round_robin_pick(m, cand[o], last_vc, vcs, name=f"vc_pick{o}")
-            with m.If(self.grant[o] & cand[o].any()):
-                m.d.comb += leave_vc.eq(1 << pick)
+            pick = self.offer_vcs[o]
+            m.d.comb += [
+                pick.eq(first_after(cand[o], after_last, inclusive=False)),
+                leave[o].eq(Mux(self.grant[o], pick, 0)),
+            ]
+            # The framing (head / tail bit) of each output's chosen flit is known before the
+            # grant too, so the grant selects it instead of steering a queue read.
             if voq:
-                m.d.comb += [
-                    pick_head[o].eq(Array(q.head_is_head[o] for q in queues)[pick]),
-                    pick_tail[o].eq(Array(q.head_is_tail[o] for q in queues)[pick]),
-                ]
+                front_head = Cat(q.head_is_head[o] for q in queues)
+                front_tail = Cat(q.head_is_tail[o] for q in queues)
+            else:
+                front_head = Cat(h.flit.head for h in heads)
+                front_tail = Cat(h.flit.tail for h in heads)
+            m.d.comb += [
+                self.offer_head[o].eq((pick & front_head).any()),
+                self.offer_tail[o].eq((pick & front_tail).any()),
+            ]
+        leave_vc = Signal(vcs)  # one-hot: the VC whose flit leaves this cycle
         departing = Signal()
         chosen_vc = Signal(f.vc_bits)
-        m.d.comb += departing.eq(leave_vc.any())
-        for v in range(vcs):
-            with m.If(leave_vc[v]):
-                m.d.comb += chosen_vc.eq(v)
+        m.d.comb += [
+            leave_vc.eq(onehot_mux(self.grant, [self.offer_vcs[o] for o in range(n_out)])),
+            departing.eq(leave_vc.any()),
+            chosen_vc.eq(onehot_index(leave_vc, vcs)),
+            self.alloc_valid.eq(departing),
+            self.alloc_vc.eq(chosen_vc),
+            self.alloc_head.eq((self.grant & self.offer_head).any()),
+            self.alloc_tail.eq((self.grant & self.offer_tail).any()),
+        ]
         with m.If(departing):
             m.d.sync += last_vc.eq(chosen_vc)
-        granted_out = Signal(range(n_out))
-        for o in range(n_out):
-            with m.If(self.grant[o]):
-                m.d.comb += granted_out.eq(o)
-        m.d.comb += [self.alloc_valid.eq(departing), self.alloc_vc.eq(chosen_vc)]
         front_flits = []  # FIFO reference, per VC: the flit at the front of its queue
         for v in range(vcs):
             q = queues[v]
             m.d.comb += self.inp.credit[v].eq(leave_vc[v])
             if voq:
-                m.d.comb += [q.r_queue.eq(granted_out), q.r_en.eq(leave_vc[v])]
+                # Each queue's dequeue is one AND of the grant and its output's offer.
+                m.d.comb += q.r_queue.eq(Cat(leave[o][v] for o in range(n_out)))
             else:
                 m.d.comb += q.r_en.eq(leave_vc[v])
                 front_flits.append(heads[v].flit)
-                with m.If(leave_vc[v]):
-                    m.d.comb += [
-                        self.alloc_head.eq(heads[v].flit.head),
-                        self.alloc_tail.eq(heads[v].flit.tail),
-                    ]
         if voq:
-            m.d.comb += [
-                self.alloc_head.eq((self.grant & pick_head).any()),
-                self.alloc_tail.eq((self.grant & pick_tail).any()),
-            ]
             # The departing flit's address; with registered_grant it is registered and the
             # flit read the next cycle, when its freed slot can at the earliest be written
             # again (the allocation and the buffer read become separate timing paths).
-            leave_addr = Cat(Array(q.r_slot for q in queues)[chosen_vc], chosen_vc)
+            leave_slot = onehot_mux(leave_vc, [q.r_slot for q in queues])
+            leave_addr = Cat(leave_slot[:slot_bits], chosen_vc)
             if p.registered_grant:
                 flits_r = flits.read_port(domain="sync", transparent_for=(flits_w,))
             else:

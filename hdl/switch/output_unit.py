@@ -5,6 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import flit_layout
+from unifab.hdl.lib.arbiter import onehot_index
 from unifab.hdl.lib.port import FabricLink
 from unifab.switch_config import SwitchParams
 
@@ -24,11 +25,12 @@ class OutputUnit(wiring.Component):
     -----
     out : Out(FabricLink)
         Flits to downstream, registered; credits come back on ``out.credit``.
-    alloc_valid, alloc_vc, alloc_head, alloc_tail, alloc_src : In(1), In(vc_bits), In(1),
-    In(1), In(range(n_in))
-        From the allocation: a flit was granted this output this cycle, on VC ``alloc_vc``,
-        starting / ending a message, from input ``alloc_src``. Credits and VC ownership
-        follow these, so the next cycle's allocation sees them.
+    alloc_vcs, alloc_head, alloc_tail, alloc_src : In(vcs), In(1), In(1), In(n_in)
+        From the allocation: a flit was granted this output this cycle on the VC set in the
+        one-hot ``alloc_vcs`` (zero: none), starting / ending a message, from the input set in
+        the one-hot ``alloc_src``. Credits and VC ownership follow these, so the next cycle's
+        allocation sees them. One-hot, because they end the switch's allocation loop: the
+        control crossbar carries the grant's VC and source without an encoder and a compare.
     in_valid, in_vc, in_flit : In(1), In(vc_bits), In(flit_layout)
         From the crossbar: the flit crossing this cycle (the granted one, in the same cycle
         as ``alloc_*`` or, when the switch registers its grants, in the next).
@@ -54,11 +56,10 @@ class OutputUnit(wiring.Component):
         f = params.fabric
         members = {
             "out": Out(FabricLink(f)),
-            "alloc_valid": In(1),
-            "alloc_vc": In(f.vc_bits),
+            "alloc_vcs": In(f.vcs),
             "alloc_head": In(1),
             "alloc_tail": In(1),
-            "alloc_src": In(range(n_in)),
+            "alloc_src": In(n_in),
             "in_valid": In(1),
             "in_vc": In(f.vc_bits),
             "in_flit": In(flit_layout(f)),
@@ -85,25 +86,37 @@ class OutputUnit(wiring.Component):
         for v in range(f.vcs):
             credits = Signal(range(depth + 1), init=depth, name=f"credits{v}")
             credit_ok = Signal(init=depth != 0, name=f"credit_ok{v}")
-            next_credits = Signal(range(depth + 1), name=f"next_credits{v}")
             send = Signal(name=f"send{v}")
+            # `send` comes last (at the end of the allocation): both next counts, with and
+            # without this cycle's flit, and their tests are made from flops and the returned
+            # credit, and `send` only picks one.
+            kept = Signal(range(depth + 1), name=f"kept{v}")  # next count without a send
+            spent = Signal(range(depth + 1), name=f"spent{v}")  # next count with one
             m.d.comb += [
-                send.eq(self.alloc_valid & (self.alloc_vc == v)),
-                next_credits.eq(credits - send + self.out.credit[v]),
+                send.eq(self.alloc_vcs[v]),
+                kept.eq(credits + self.out.credit[v]),
+                spent.eq(credits + self.out.credit[v] - 1),
                 self.credit_ok[v].eq(credit_ok),
                 self.may_head[v].eq(~busy[v]),
             ]
-            m.d.sync += [credits.eq(next_credits), credit_ok.eq(next_credits != 0)]
+            m.d.sync += [
+                credits.eq(Mux(send, spent, kept)),
+                credit_ok.eq(Mux(send, spent != 0, kept != 0)),
+            ]
             with m.If(send):
                 with m.If(self.alloc_tail):
                     m.d.sync += busy[v].eq(0)
                 with m.Elif(self.alloc_head):
                     m.d.sync += [
                         busy[v].eq(1),
-                        self.owner[v].eq(self.alloc_src),
-                        self.owned_by[v].eq(1 << self.alloc_src),
+                        self.owner[v].eq(onehot_index(self.alloc_src, self.n_in)),
+                        self.owned_by[v].eq(self.alloc_src),
                     ]
-        event = {f"flits_out{c}": self.alloc_valid & (self.alloc_vc[:2] == c) for c in range(4)}
+        # Per message class (the VC number's low two bits).
+        event = {
+            f"flits_out{c}": Cat(self.alloc_vcs[v] for v in range(c, f.vcs, 4)).any()
+            for c in range(4)
+        }
         event["credit_stalls"] = self.wanted
         m.d.comb += self.events.eq(Cat(event[name] for name in OUTPUT_COUNTERS))
         return m

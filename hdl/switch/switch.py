@@ -16,6 +16,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from unifab.flit import flit_layout
+from unifab.hdl.lib.arbiter import onehot_index, onehot_mux
 from unifab.hdl.lib.counters import CounterBank
 from unifab.hdl.lib.port import FabricLink
 from unifab.hdl.switch.allocator import ISlipAllocator, WavefrontAllocator
@@ -119,17 +120,26 @@ class Switch(wiring.Component):
         for i, src in enumerate(sources):
             m.d.comb += [alloc.requests[i].eq(src.requests), src.grant.eq(alloc.grants[i])]
 
-        # Two crossbars with the same matching. The control crossbar carries each grant's VC
-        # and framing to the outputs in the allocation cycle: credits and VC ownership must be
-        # updated before the next allocation. The data crossbar moves the flits, in the same
-        # cycle or, with registered_grant, from the registered matching a cycle later.
-        control = data.StructLayout({"vc": f.vc_bits, "head": 1, "tail": 1})
-        m.submodules.control_crossbar = ctrl = Crossbar(n_in=n_all, n_out=n_all, width=control.size)
-        for i, src in enumerate(sources):
-            m.d.comb += [
-                ctrl.select[i].eq(alloc.grants[i]),
-                ctrl.inputs[i].eq(Cat(src.alloc_vc, src.alloc_head, src.alloc_tail)),
-            ]
+        # The allocation's outcome reaches the outputs in its own cycle (credits and VC
+        # ownership must be updated before the next allocation): each output takes the offer
+        # (VC one-hot, head, tail) its granted input made for it, an AND-OR with the
+        # allocator's column. An input's offers are ready before the grant, so the loop from
+        # the outputs' state through the allocator back to it ends at the grant, not at the
+        # input's choice among its offers. The crossbar moves the flits, in the same cycle or,
+        # with registered_grant, from the registered matching a cycle later.
+        offer = data.StructLayout({"vcs": f.vcs, "head": 1, "tail": 1})
+        offers = []  # offers[i][o]: input i's offer for output o
+        for src in sources:
+            if src is responder:
+                # One response at a time, its VC from its queue's output register.
+                vcs_onehot = (Const(1, f.vcs) << src.alloc_vc)[: f.vcs]
+                row = [Cat(vcs_onehot, src.alloc_head, src.alloc_tail)] * n_all
+            else:
+                row = [
+                    Cat(src.offer_vcs[o], src.offer_head[o], src.offer_tail[o])
+                    for o in range(n_all)
+                ]
+            offers.append(row)
         fb = flit_layout(f).size
         m.submodules.crossbar = xbar = Crossbar(n_in=n_all, n_out=n_all, width=fb + f.vc_bits)
         for i, src in enumerate(sources):
@@ -142,23 +152,26 @@ class Switch(wiring.Component):
                 xbar.select[i].eq(granted),
                 xbar.inputs[i].eq(Cat(src.out_flit, src.out_vc)),
             ]
-        m.d.comb += self.xbar_error.eq(xbar.onehot_error | ctrl.onehot_error)
+        m.d.comb += self.xbar_error.eq(xbar.onehot_error)
         for o, unit in enumerate([*outputs, responder]):
-            grant = Signal(control, name=f"alloc{o}")
-            m.d.comb += grant.eq(ctrl.outputs[o])
+            column = Signal(n_all, name=f"granted_to{o}")  # the input granted this output
+            grant = Signal(offer, name=f"alloc{o}")
+            m.d.comb += [
+                column.eq(Cat(alloc.grants[i][o] for i in range(n_all))),
+                grant.eq(onehot_mux(column, [row[o] for row in offers])),
+            ]
             if o < n:
                 m.d.comb += [
-                    unit.alloc_valid.eq(ctrl.valid[o]),
-                    unit.alloc_vc.eq(grant.vc),
+                    unit.alloc_vcs.eq(grant.vcs),
                     unit.alloc_head.eq(grant.head),
                     unit.alloc_tail.eq(grant.tail),
-                    unit.alloc_src.eq(ctrl.source[o]),
+                    unit.alloc_src.eq(column),
                     unit.wanted.eq(Cat(u.credit_blocked[o] for u in inputs).any()),
                 ]
             else:
                 m.d.comb += [
-                    unit.in_alloc_valid.eq(ctrl.valid[o]),
-                    unit.in_alloc_vc.eq(grant.vc),
+                    unit.in_alloc_valid.eq(column.any()),
+                    unit.in_alloc_vc.eq(onehot_index(grant.vcs, f.vcs)),
                     unit.in_alloc_head.eq(grant.head),
                 ]
             m.d.comb += [

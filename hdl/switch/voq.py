@@ -16,6 +16,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from unifab.hdl.lib.arbiter import onehot_mux
+
 __all__ = ["VoqLinks"]
 
 
@@ -34,14 +36,14 @@ class VoqLinks(wiring.Component):
         Queue ``o`` holds a flit.
     head_is_head, head_is_tail : Out(outputs), Out(outputs)
         The flit at the front of queue ``o`` starts / ends a message.
-    r_queue : In(range(outputs))
-        Queue whose front slot ``r_slot`` names.
+    r_queue : In(outputs)
+        One-hot: remove the front flit of this queue (which must be non-empty); zero: none.
+        One-hot because it comes from the switch allocator's grant, late in the cycle: each
+        queue's dequeue is then one bit, and the front slot an AND-OR of the head registers.
     r_slot : Out(range(depth))
-        The slot of queue ``r_queue``'s front flit (combinational). A slot freed by ``r_en``
-        is written again at the earliest at the end of the next cycle, so a read of it in
-        that next cycle still sees the departed flit.
-    r_en : In(1)
-        Remove the front flit of queue ``r_queue`` (must be non-empty).
+        The slot of queue ``r_queue``'s front flit (combinational; zero with no ``r_queue``).
+        A freed slot is written again at the earliest at the end of the next cycle, so a read
+        of it in that next cycle still sees the departed flit.
     overflow : Out(1)
         Sticky: a flit arrived with every slot taken (the sender broke the credit rule).
     """
@@ -61,9 +63,8 @@ class VoqLinks(wiring.Component):
                 "nonempty": Out(outputs),
                 "head_is_head": Out(outputs),
                 "head_is_tail": Out(outputs),
-                "r_queue": In(range(outputs)),
+                "r_queue": In(outputs),
                 "r_slot": Out(range(depth)),
-                "r_en": In(1),
                 "overflow": Out(1),
             }
         )
@@ -94,9 +95,12 @@ class VoqLinks(wiring.Component):
                 m.d.comb += new.eq(s)
         has_free = free.any()
 
-        head_of = Array(head)
         front = Signal(slot)
-        m.d.comb += [front.eq(head_of[self.r_queue]), self.r_slot.eq(front), link_r.addr.eq(front)]
+        m.d.comb += [
+            front.eq(onehot_mux(self.r_queue, head)),
+            self.r_slot.eq(front),
+            link_r.addr.eq(front),
+        ]
         # Each queue's front framing bits are kept in registers: a departure loads those of
         # the slot behind the front (from the link it follows), an arrival into an emptied
         # queue its own.
@@ -116,13 +120,14 @@ class VoqLinks(wiring.Component):
 
         # Slot bookkeeping: take one on arrival, give one back on departure.
         take = Mux(enq, 1 << new, 0)
-        give = Mux(self.r_en, Const(1, d) << front, 0)
+        # The departing queue's head slot, one-hot (each queue's head compared from its flop).
+        give = Cat(Cat(self.r_queue[o] & (head[o] == s) for o in range(n)).any() for s in range(d))
         m.d.sync += free.eq((free & ~take) | give)
 
         for o in range(n):
             deq = Signal(name=f"deq{o}")
             arr = Signal(name=f"arr{o}")
-            m.d.comb += [deq.eq(self.r_en & (self.r_queue == o)), arr.eq(enq & (self.w_queue == o))]
+            m.d.comb += [deq.eq(self.r_queue[o]), arr.eq(enq & (self.w_queue == o))]
             emptied = Signal(name=f"emptied{o}")  # empty after this cycle's departure
             m.d.comb += emptied.eq(~has[o] | (deq & (head[o] == tail[o])))
             m.d.sync += has[o].eq(~emptied | arr)

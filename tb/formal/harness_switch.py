@@ -142,13 +142,13 @@ class OutputUnitHarness(Elaboratable):
 
         valid = any_seq(m, 1, "in_valid")
         vc = any_seq(m, f.vc_bits, "in_vc")
-        src = any_seq(m, len(dut.alloc_src), "in_src")
+        src = any_seq(m, max(self.n_in - 1, 1).bit_length(), "in_src")
         flit = Signal(flit_layout(f))
         m.d.comb += [
             flit.eq(AnySeq(flit_layout(f).size)),
-            dut.alloc_valid.eq(valid),
-            dut.alloc_vc.eq(vc),
-            dut.alloc_src.eq(src),
+            # The switch's control crossbar gives the VC and the source one-hot.
+            dut.alloc_vcs.eq(Mux(valid, Const(1, f.vcs) << vc, 0)),
+            dut.alloc_src.eq(Const(1, self.n_in) << src),
             dut.alloc_head.eq(flit.head),
             dut.alloc_tail.eq(flit.tail),
             dut.wanted.eq(AnySeq(1)),
@@ -205,7 +205,7 @@ class OutputUnitHarness(Elaboratable):
             ]
             # The message currently open on this output VC, as seen from the flits sent.
             open_ = Signal(name=f"open{v}")
-            open_src = Signal(len(dut.alloc_src), name=f"open_src{v}")
+            open_src = Signal(len(src), name=f"open_src{v}")
             with m.If(send):
                 with m.If(open_):
                     m.d.comb += [
