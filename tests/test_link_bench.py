@@ -1,7 +1,8 @@
 """Runs the cocotb link-pair bench: two link layers over lossy channels, all VCs at once.
 
 Every case takes its seed from ``UNIFAB_SEED`` (default per case), prints it and can be
-repeated with it. Both simulators run the same bench; Icarus with fewer flits (it is slower).
+repeated with it. Both simulators run the same bench (Icarus one case, with fewer flits: it is
+slower).
 """
 
 import pytest
@@ -19,8 +20,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
-@pytest.mark.parametrize("case", list(CASES))
+# Every case on Verilator; Icarus runs the case that exercises the most (corruption, replays,
+# idle and back-pressure) to show the bench and the RTL behave the same on both simulators.
+# The other cases on Icarus took about 90 s of the suite and test nothing simulator-specific.
+SIM_CASES = [(case, "verilator") for case in CASES] + [("lossy-backpressure", "icarus")]
+
+
+@pytest.mark.parametrize(("case", "sim"), SIM_CASES)
 def test_link_pair(case: str, sim: str) -> None:
     settings = dict(CASES[case])
     if sim == "icarus":
