@@ -30,7 +30,7 @@ class OutputUnit(wiring.Component):
         one-hot ``alloc_vcs`` (zero: none), starting / ending a message, from the input set in
         the one-hot ``alloc_src``. Credits and VC ownership follow these, so the next cycle's
         allocation sees them. One-hot, because they end the switch's allocation loop: the
-        control crossbar carries the grant's VC and source without an encoder and a compare.
+        switch picks them from the granted input's offer without an encoder or a compare.
     in_valid, in_vc, in_flit : In(1), In(vc_bits), In(flit_layout)
         From the crossbar: the flit crossing this cycle (the granted one, in the same cycle
         as ``alloc_*`` or, when the switch registers its grants, in the next).

@@ -146,7 +146,7 @@ class OutputUnitHarness(Elaboratable):
         flit = Signal(flit_layout(f))
         m.d.comb += [
             flit.eq(AnySeq(flit_layout(f).size)),
-            # The switch's control crossbar gives the VC and the source one-hot.
+            # The switch gives the VC (from the granted offer) and the source one-hot.
             dut.alloc_vcs.eq(Mux(valid, Const(1, f.vcs) << vc, 0)),
             dut.alloc_src.eq(Const(1, self.n_in) << src),
             dut.alloc_head.eq(flit.head),
