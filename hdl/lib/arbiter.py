@@ -6,7 +6,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RoundRobin", "first_after", "onehot_index", "onehot_mux", "round_robin_pick"]
+__all__ = ["RoundRobin", "first_after", "onehot_index", "onehot_mux"]
 
 
 def first_after(requests: Value, at: Sequence[Value], *, inclusive: bool) -> Value:
@@ -51,20 +51,6 @@ def onehot_mux(onehot: Value, values: Sequence[Value]) -> Value:
         ).any()
         for b in range(width)
     )
-
-
-def round_robin_pick(
-    m: Module, requests: Value, last: Value, n: int, *, grant: Signal | None = None, name: str = ""
-) -> Signal:
-    """Index of the first set bit of ``requests`` after ``last`` (cyclically): the grant of a
-    round-robin arbiter whose most recent grant was ``last``, driven into ``grant`` (a new
-    signal named ``name`` if not given). Zero when ``requests`` is zero. Several picks may
-    share one ``last`` (one pointer, many request vectors)."""
-    if grant is None:
-        grant = Signal(range(max(n, 2)), name=name)
-    onehot = first_after(requests, [last == b for b in range(n)], inclusive=False)
-    m.d.comb += grant.eq(onehot_index(onehot, n))
-    return grant
 
 
 class RoundRobin(wiring.Component):
