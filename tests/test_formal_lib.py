@@ -68,7 +68,7 @@ def test_formal_port_pair_mutant_no_decrement() -> None:
     """A sender that never spends credits overruns the receiver's buffer."""
     broken = mutant(
         StreamsToFabric,
-        "count[v].eq(count[v] - grant[v] + self.port.credit[v])",
+        "count[v].eq(count[v] - sent + self.port.credit[v])",
         "count[v].eq(count[v] + self.port.credit[v])",
     )
     expect_fail(

@@ -139,8 +139,7 @@ class StreamsToFabric(wiring.Component):
 
     Keeps one credit counter per VC (starting at ``credits``, the receiver's buffer depth) and
     sends, round-robin, from the VCs that have both a flit and a credit. The output is
-    registered; the port's flit and VC registers load every cycle (an AND-OR on the one-hot
-    grant, no enable), so they only hold a flit while ``port.valid`` is set.
+    registered.
 
     Ports
     -----
@@ -156,12 +155,13 @@ class StreamsToFabric(wiring.Component):
     With ``one_at_a_time``, the sender promises to offer at most one stream per cycle and to
     drive the flit it offers on every stream's payload (only the valid of its VC set). There
     is then no arbiter: a stream is taken when its VC holds a credit (``can_send``), and the
-    port's flit register loads the first stream's payload. For a sender that keeps that
-    promise the flits sent are exactly those of the round-robin adapter (which grants the
-    only request), in the same cycles; the decision to offer then reaches only ``valid``, the
-    VC (the OR of the valid bits of the VCs with each bit set) and the credit counters, not
-    the arbiter and the flit multiplexer. If two streams are offered at once, both are marked
-    taken and one flit is sent: a broken promise loses flits.
+    port's flit and VC registers load every cycle (their contents only matter while
+    ``port.valid`` is set). For a sender that keeps that promise the flits sent are exactly
+    those of the round-robin adapter (which grants the only request), in the same cycles;
+    the decision to offer then reaches only ``valid``, the VC (loaded every cycle, as the OR
+    of the valid bits of the VCs with each bit set) and the credit counters, not the arbiter
+    and the flit register's enables. If two streams are offered at once, both
+    are marked taken and one flit is sent: a broken promise loses flits.
     """
 
     def __init__(self, fabric: FabricParams, *, credits: int, one_at_a_time: bool = False):
@@ -207,23 +207,20 @@ class StreamsToFabric(wiring.Component):
         m.submodules.arbiter = arbiter = RoundRobin(count=f.vcs)
         m.d.comb += [
             arbiter.requests.eq(Cat(self.streams[v].valid for v in range(f.vcs)) & self.can_send),
-            arbiter.advance.eq(arbiter.valid),
         ]
-        # The flit and VC registers load every cycle (no enable: the grant would otherwise
-        # fan out to every bit's enable as well as its select), through an AND-OR on the
-        # one-hot grant; their contents only matter while ``port.valid`` is set, and are zero
-        # in the cycle after one with no grant.
-        grant = arbiter.grant_onehot
-        flit_bits = len(Value.cast(self.port.flit))
-        chosen = Const(0, flit_bits)
+        chosen = Signal(flit_layout(f))
         for v in range(f.vcs):
-            chosen = chosen | (Value.cast(self.streams[v].payload) & grant[v].replicate(flit_bits))
-        m.d.sync += [
-            self.port.valid.eq(arbiter.valid),
-            self.port.vc.eq(arbiter.grant),
-            Value.cast(self.port.flit).eq(chosen),
-        ]
+            with m.If(arbiter.grant == v):
+                m.d.comb += chosen.eq(self.streams[v].payload)
+        m.d.sync += self.port.valid.eq(arbiter.valid)
+        with m.If(arbiter.valid):
+            m.d.comb += arbiter.advance.eq(1)
+            m.d.sync += [self.port.vc.eq(arbiter.grant), self.port.flit.eq(chosen)]
         for v in range(f.vcs):
-            m.d.comb += self.streams[v].ready.eq(grant[v])
-            m.d.sync += count[v].eq(count[v] - grant[v] + self.port.credit[v])
+            sent = Signal(name=f"sent{v}")
+            m.d.comb += [
+                sent.eq(arbiter.valid & (arbiter.grant == v)),
+                self.streams[v].ready.eq(sent),
+            ]
+            m.d.sync += count[v].eq(count[v] - sent + self.port.credit[v])
         return m
