@@ -34,6 +34,8 @@ from unifab.flit import CacheState, Opcode
 from unifab.tb.common import (
     CLOCK_PERIOD_NS,
     BenchSettings,
+    Pausable,
+    PauseDriver,
     ScoreboardError,
     log_seed,
     read,
@@ -180,6 +182,7 @@ class TB:
         self.checkers = CoherenceCheckers(raise_at_once=True)
         self.memory = VersionedMemory(word_bytes=1)
         self.cycle = 0
+        self.pauses: PauseDriver | None = None  # set_pauses with a non-zero probability
         self.ops: list[tuple[int, CoreOp]] = []  # (node, completed operation)
         self.unchecked: list[tuple[int, CoreOp]] = []  # loads and atomics not yet checked
         self.checked = 0
@@ -191,27 +194,34 @@ class TB:
 
     def set_pauses(self, p_idle: float, p_stall: float) -> None:
         """Random idle cycles on the managers' request channels and back-pressure on their
-        response channels and on every memory channel."""
+        response channels and on every memory channel (each channel its own seeded pattern,
+        all stepped by one task)."""
         if not p_idle and not p_stall:
             return
+        channels: list[tuple[Pausable, float]] = []
         for m in self.masters:
-            for ch, p in (
+            channels += [
                 (m.write_if.aw_channel, p_idle),
                 (m.write_if.w_channel, p_idle),
                 (m.read_if.ar_channel, p_idle),
                 (m.write_if.b_channel, p_stall),
                 (m.read_if.r_channel, p_stall),
-            ):
-                ch.set_pause_generator(_pauses(random.Random(self.rng.getrandbits(32)), p))
+            ]
         for r in self.rams:
-            for ch in (
-                r.write_if.aw_channel,
-                r.write_if.w_channel,
-                r.write_if.b_channel,
-                r.read_if.ar_channel,
-                r.read_if.r_channel,
-            ):
-                ch.set_pause_generator(_pauses(random.Random(self.rng.getrandbits(32)), p_stall))
+            channels += [
+                (ch, p_stall)
+                for ch in (
+                    r.write_if.aw_channel,
+                    r.write_if.w_channel,
+                    r.write_if.b_channel,
+                    r.read_if.ar_channel,
+                    r.read_if.r_channel,
+                )
+            ]
+        self.pauses = PauseDriver(
+            self.dut.clk,
+            [(ch, _pauses(random.Random(self.rng.getrandbits(32)), p)) for ch, p in channels],
+        )
 
     async def start(self) -> None:
         await start_clock(self.dut)
@@ -422,6 +432,9 @@ async def coherence_stress(dut) -> None:
     result["ops"] = len(tb.ops)
     result["violations"] = len(tb.checkers.violations)
     result["cycles"] = tb.cycle
+    if tb.pauses is not None:
+        result["pause_steps"] = tb.pauses.steps
+        result["paused"] = tb.pauses.paused
     tb.checkers.finish([])
     settings.write_result(result)
 

@@ -6,16 +6,18 @@ import json
 import os
 import random
 import resource
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge
 
 __all__ = [
     "BenchSettings",
+    "Pausable",
+    "PauseDriver",
     "ScoreboardError",
     "read",
     "read_chars7",
@@ -80,6 +82,39 @@ async def start_clock(dut, *, cycles_in_reset: int = 4) -> None:
     dut.rst.value = 1
     await ClockCycles(dut.clk, cycles_in_reset)
     dut.rst.value = 0
+
+
+class Pausable(Protocol):
+    """A stream end with a ``pause`` flag (cocotbext-axi sources, sinks and monitors)."""
+
+    pause: bool
+
+
+class PauseDriver:
+    """Steps every stream's pause pattern in one task: each channel takes its pattern's first
+    value now and the next one after every rising edge of ``clock``.
+
+    The same values at the same edges as each channel's ``set_pause_generator``, in the order
+    of ``patterns``; but cocotbext-axi starts a task per channel for that, and in the coherence
+    stress those tasks were almost two-thirds of the bench's task wake-ups (one per channel per
+    cycle). ``steps`` counts the values given to each channel, ``paused[i]`` those that paused
+    channel ``i``, so a bench can show that every stream was held."""
+
+    def __init__(self, clock, patterns: list[tuple[Pausable, Iterator[bool]]]) -> None:
+        self.steps = 0
+        self.paused = [0] * len(patterns)
+        self._task = cocotb.start_soon(self._step(clock, patterns))
+
+    async def _step(self, clock, patterns: list[tuple[Pausable, Iterator[bool]]]) -> None:
+        edge = RisingEdge(clock)
+        paused = self.paused
+        while True:
+            for i, (channel, pattern) in enumerate(patterns):
+                value = next(pattern)
+                channel.pause = value
+                paused[i] += value
+            self.steps += 1
+            await edge
 
 
 def log_seed(dut, settings: BenchSettings) -> None:

@@ -31,6 +31,12 @@ def test_stress_every_workload_with_checkers(case_seed: int) -> None:
     assert set(r["workloads"]) == set(WORKLOADS)
     assert r["ops"] >= 2 * len(WORKLOADS) * OPS * 0.9  # sequential programs vary a little
     assert r["checked_loads"] > r["ops"] // 3
+    # Every AXI channel of the managers and of the memories was held about a fifth of the
+    # cycles (idle on the requests, back-pressure on the responses and the memory side).
+    assert r["pause_steps"] >= r["cycles"]
+    held = [n / r["pause_steps"] for n in r["paused"]]
+    assert len(held) == 5 * (2 + 1), held  # two endpoints and one home in the small preset
+    assert all(0.18 < f < 0.22 for f in held), held
 
 
 def test_latency_figures() -> None:
