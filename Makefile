@@ -45,10 +45,11 @@ sim: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/unifab report
 
-## test: the test suite CI runs (every test under tests/ but those marked slow)
+## test: the test suite CI runs (every test under tests/ but those marked slow; the heavy ones
+## first, and idle workers steal pending tests: tests/conftest.py)
 ## test-slow: the slow ones (the whole ULX3S top through Yosys, about 4 minutes)
 test: $(STAMP)
-	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) -q -m "not slow" tests
+	$(ENVRUN) $(VPY) -m pytest -n $(JOBS) --dist worksteal -q -m "not slow" tests
 
 test-slow: $(STAMP)
 	$(ENVRUN) $(VPY) -m pytest -q -m slow tests

@@ -21,6 +21,7 @@ PRESET = "small"
 OPS = 2100
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case_seed", [31, 32])
 def test_stress_every_workload_with_checkers(case_seed: int) -> None:
     seed = default_seed(fallback=case_seed)

@@ -98,10 +98,12 @@ def test_formal_replay_mutant_rd_valid_late() -> None:
     )
 
 
+@pytest.mark.heavy
 def test_formal_link_bmc() -> None:
     expect_pass("link", LinkHarness(), mode="bmc", depth=LINK_DEPTH)
 
 
+@pytest.mark.heavy
 def test_formal_link_registered_crc_bmc() -> None:
     """The same properties with the receiver's CRC verdict registered (the board's links)."""
     harness = LinkHarness()

@@ -98,6 +98,7 @@ def test_selftest_passes_with_link():
     assert r["ops"] == expected_ops(p)
 
 
+@pytest.mark.heavy
 def test_selftest_passes_direct():
     p = quick(link=None, iterations=24, private_lines=32, lag=20)  # re-reads evicted lines
     r = run_core(SelfTestCore(p))
@@ -186,6 +187,7 @@ def test_selftest_params_validated():
         SelfTestParams(system="small")
 
 
+@pytest.mark.heavy
 def test_board_top_reports_pass_on_uart():
     """The whole board top minus the platform: LEDs and the UART line after the run."""
     b = dataclasses.replace(BOARDS["ulx3s"], target_hz=10 * 115200)  # 10 cycles per bit
@@ -256,6 +258,7 @@ def test_block_fmax_places_a_block_out_of_context(tmp_path):
     assert "Running router2" in (tmp_path / "xbar-pnr.log").read_text()
 
 
+@pytest.mark.heavy
 def test_switch_as_built_drops_the_table_writes_and_counters(tmp_path):
     """The area report's ``switch_as_built`` is the switch without the ports the board leaves
     unconnected: the same fabric ports, and fewer LUTs and flops than the whole switch (no

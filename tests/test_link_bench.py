@@ -26,6 +26,7 @@ CASES = {
 SIM_CASES = [(case, "verilator") for case in CASES] + [("lossy-backpressure", "icarus")]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("case", "sim"), SIM_CASES)
 def test_link_pair(case: str, sim: str) -> None:
     settings = dict(CASES[case])
@@ -63,6 +64,7 @@ BOARD_CASES = {
 }
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", list(BOARD_CASES))
 def test_link_pair_registered_select(case: str) -> None:
     """The same bench with ``registered_select`` and ``registered_crc`` on (Verilator)."""

@@ -25,6 +25,7 @@ def _plan(workload: str, mode: str, seed: int):
     )
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["memory", "message"])
 @pytest.mark.parametrize("workload", WORKLOAD_NAMES)
 def test_workload(workload, mode):
@@ -50,6 +51,7 @@ def test_workload(workload, mode):
         assert r["rtl_cycles_mean"] > 0 and r["modelled_cycles_mean"] > 0
 
 
+@pytest.mark.heavy
 def test_message_read_is_the_modelled_steps_plus_the_rtl():
     """A 64-byte RDMA READ costs exactly its modelled steps plus the RTL part it waited for,
     and the RTL part is no faster than the same read made with memory semantics."""

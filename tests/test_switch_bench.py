@@ -24,6 +24,7 @@ def _delivered(result: dict) -> int:
     return sum(p["messages"] for p in result["points"])
 
 
+@pytest.mark.heavy
 def test_uniform_sweep_delivers_everything() -> None:
     """Single-flit uniform traffic from light load to overload: the scoreboard sees every
     message once, in order per flow, intact; throughput follows the offered load until
@@ -35,6 +36,7 @@ def test_uniform_sweep_delivers_everything() -> None:
     assert _delivered(r) > 0
 
 
+@pytest.mark.heavy
 def test_mixed_classes_backpressure_and_bad_input() -> None:
     """Every class, multi-flit data messages, random output back-pressure, and refused or
     malformed requests: each bad request gets its ERROR response (checked in order per source),
@@ -59,6 +61,7 @@ def test_flood_does_not_starve_other_inputs() -> None:
     assert p["victim_latency_max"] < 60, p
 
 
+@pytest.mark.heavy
 def test_icarus_runs_the_same_bench() -> None:
     r = _run(24, sim="icarus", mix="mixed", loads=(0.4,), warmup=128, measure=512, bad=0.01)
     assert _delivered(r) > 0

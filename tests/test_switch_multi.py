@@ -9,6 +9,7 @@ responses back, must reach the right node through one or two switches, in order 
 import random
 from collections import defaultdict, deque
 
+import pytest
 from amaranth import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -57,6 +58,7 @@ class TwoLeaves(Elaboratable):
         return m
 
 
+@pytest.mark.heavy
 def test_two_leaf_switches_route_by_address_then_node() -> None:
     rng = random.Random(seed_from_env(77))
     dut = TwoLeaves()

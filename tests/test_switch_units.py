@@ -163,6 +163,7 @@ def _run_allocator(
     simulate(dut, bench, name=name)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("n_in", "n_out", "iterations"), ISLIP_CASES)
 def test_islip_matches_model(n_in: int, n_out: int, iterations: int) -> None:
     name = f"islip_{n_in}x{n_out}_i{iterations}"

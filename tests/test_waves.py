@@ -221,6 +221,7 @@ def gtkw_traces(path) -> list[str]:
     return [ln.split("[")[0] for ln in lines if ln and ln[0] not in "[@-^*"]
 
 
+@pytest.mark.heavy
 def test_bench_with_waves_writes_dump_and_save_file(capfd):
     """A small coherence run with waves on: VCD (Verilator) or FST (Icarus) plus a .gtkw whose
     traces all exist in the dump; the run prints where both are."""
