@@ -209,14 +209,11 @@ class TB:
             ]
         for r in self.rams:
             channels += [
-                (ch, p_stall)
-                for ch in (
-                    r.write_if.aw_channel,
-                    r.write_if.w_channel,
-                    r.write_if.b_channel,
-                    r.read_if.ar_channel,
-                    r.read_if.r_channel,
-                )
+                (r.write_if.aw_channel, p_stall),
+                (r.write_if.w_channel, p_stall),
+                (r.write_if.b_channel, p_stall),
+                (r.read_if.ar_channel, p_stall),
+                (r.read_if.r_channel, p_stall),
             ]
         self.pauses = PauseDriver(
             self.dut.clk,
